@@ -1,0 +1,162 @@
+//! The engine interface: how the owner thread hands I/O to a device and
+//! hears back.
+//!
+//! Each open device gets one [`Engine`], made by an [`EngineFactory`]. The
+//! owner thread calls [`Engine::submit`] with an [`IoRequest`] that carries
+//! the block's memory as a [`BlockBuf`] token; the engine performs the I/O
+//! and hands the request back, with its result, to the [`Completer`] it was
+//! started with. The built-in engines are io_uring (one ring thread per
+//! device) and sync (pread/pwrite worker threads); a custom factory, given
+//! through [`Config::custom_engine`](crate::Config::custom_engine), lets a
+//! test script or fault the exact I/O the cache issues.
+//!
+//! The contract an engine keeps:
+//! - exactly one completion per submitted request, on any thread;
+//! - a read fills the whole block or fails (a short read is continued or is
+//!   an error, never success); likewise a write;
+//! - `Fsync` makes every write that *completed* before it was submitted
+//!   durable (fdatasync);
+//! - [`Engine::stop`] returns only when every submitted request has been
+//!   completed and the kernel no longer uses any buffer.
+//!
+//! ```
+//! use blockcache::engine::{Engine, EngineFactory, Completer, IoRequest};
+//! use blockcache::device::DeviceFile;
+//! use std::{io, sync::Arc};
+//!
+//! /// An engine whose device reads as zeroes and swallows writes.
+//! struct Zeroes(Completer);
+//! impl Engine for Zeroes {
+//!     fn submit(&mut self, mut req: IoRequest) {
+//!         if let Some(buf) = req.buffer_mut() { buf.fill(0) }
+//!         self.0.complete(req, Ok(()));
+//!     }
+//!     fn stop(&mut self) {}
+//! }
+//! struct ZeroesFactory;
+//! impl EngineFactory for ZeroesFactory {
+//!     fn start(&self, _dev: Arc<DeviceFile>, done: Completer) -> io::Result<Box<dyn Engine>> {
+//!         Ok(Box::new(Zeroes(done)))
+//!     }
+//! }
+//! ```
+
+use crate::device::DeviceFile;
+use crate::owner::Msg;
+use crate::DeviceId;
+use crossbeam_channel::Sender;
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+
+pub use crate::owner::pool::BlockBuf;
+
+/// What an I/O does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IoKind {
+    /// Fill the buffer from the device.
+    Read,
+    /// Write the buffer to the device.
+    Write,
+    /// fdatasync the device.
+    Fsync,
+}
+
+/// One I/O from the owner thread to an engine. Hand it back through
+/// [`Completer::complete`] when done; until then it owns its block's memory.
+pub struct IoRequest {
+    pub(crate) tag: u64,
+    pub(crate) dev: DeviceId,
+    pub(crate) kind: IoKind,
+    pub(crate) block: u64,
+    pub(crate) offset: u64,
+    pub(crate) buf: Option<BlockBuf>,
+}
+
+impl IoRequest {
+    /// Read, write or fsync.
+    pub fn kind(&self) -> IoKind {
+        self.kind
+    }
+
+    /// The device.
+    pub fn device(&self) -> DeviceId {
+        self.dev
+    }
+
+    /// The block number (0 for fsync).
+    pub fn block(&self) -> u64 {
+        self.block
+    }
+
+    /// The byte offset in the device (0 for fsync).
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The block's bytes: what a write sends. `None` for fsync.
+    pub fn buffer(&self) -> Option<&[u8]> {
+        self.buf.as_ref().map(|b| b.as_slice())
+    }
+
+    /// The block's bytes, to fill for a read. `None` for fsync.
+    pub fn buffer_mut(&mut self) -> Option<&mut [u8]> {
+        self.buf.as_mut().map(|b| b.as_mut_slice())
+    }
+
+    /// The buffer token itself, for engines that pass raw pointers to the
+    /// kernel (see [`BlockBuf::as_mut_ptr`]).
+    pub fn buf_mut(&mut self) -> Option<&mut BlockBuf> {
+        self.buf.as_mut()
+    }
+}
+
+impl fmt::Debug for IoRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IoRequest")
+            .field("dev", &self.dev)
+            .field("kind", &self.kind)
+            .field("block", &self.block)
+            .finish()
+    }
+}
+
+/// Where an engine hands finished requests back to the owner thread.
+/// Cheap to clone; usable from any thread.
+#[derive(Clone)]
+pub struct Completer {
+    pub(crate) tx: Sender<Msg>,
+}
+
+impl Completer {
+    /// Report `req` done. A read must have filled the whole buffer and a
+    /// write sent all of it for `Ok`.
+    pub fn complete(&self, req: IoRequest, result: io::Result<()>) {
+        // The owner outlives every engine (it stops them before it exits),
+        // so a send can fail only while the owner is unwinding from a
+        // panic; the request's buffer is then simply released.
+        let _ = self.tx.send(Msg::Completed(req, result.map_err(|e| (&e).into())));
+    }
+}
+
+/// The I/O engine of one device. Owned and called by the owner thread only.
+pub trait Engine: Send {
+    /// Start `req`. Must not block on the device: queue what cannot start.
+    fn submit(&mut self, req: IoRequest);
+
+    /// Called after a batch of submits: start anything queued (engines that
+    /// batch submissions ring their doorbell here).
+    fn unplug(&mut self) {}
+
+    /// Finish every submitted request (delivering its completion), then
+    /// release threads and kernel resources. Called once.
+    fn stop(&mut self);
+}
+
+/// Makes the [`Engine`] of each device the cache opens.
+pub trait EngineFactory: Send + Sync {
+    /// Start an engine for `device`, completing requests through `done`.
+    /// Called on the thread that called `Cache::open`, never on the owner
+    /// thread (so engine threads do not inherit the owner's CPU pinning).
+    fn start(&self, device: Arc<DeviceFile>, done: Completer) -> io::Result<Box<dyn Engine>>;
+}

@@ -1,0 +1,151 @@
+//! The block memory: one page-aligned allocation of `capacity × block_size`
+//! bytes, made when the cache starts and freed when the last reference
+//! (cache, guard, or an I/O buffer token held by an engine) is gone.
+
+use std::alloc::{self, Layout};
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+/// Page alignment satisfies O_DIRECT on every device (logical blocks are
+/// at most 4 KiB) and keeps blocks from sharing cache lines.
+const ALIGN: usize = 4096;
+
+/// Raw block memory. It hands out pointers, never references: who may touch
+/// which block is decided by the owner thread (one writer or many readers
+/// per slot, and no guard while an I/O owns the slot), not by this type.
+pub(crate) struct Pool {
+    base: NonNull<u8>,
+    layout: Layout,
+    block_size: usize,
+    capacity: usize,
+}
+
+// SAFETY: Pool is a plain allocation; it has no thread affinity. Access to
+// the bytes is coordinated by the owner thread's slot states (see
+// owner/mod.rs), which is what makes sharing the pointer across threads sound.
+unsafe impl Send for Pool {}
+// SAFETY: as above; &Pool only yields raw pointers.
+unsafe impl Sync for Pool {}
+
+impl Pool {
+    /// Allocate `capacity` zeroed blocks. The caller has validated that the
+    /// product fits (`Config::validate`).
+    pub(crate) fn new(block_size: usize, capacity: usize) -> Arc<Pool> {
+        let layout = Layout::from_size_align(block_size * capacity, ALIGN)
+            .expect("Config::validate bounds the pool size");
+        // SAFETY: layout has a non-zero size (block_size ≥ 512, capacity ≥ 1).
+        let base = unsafe { alloc::alloc_zeroed(layout) };
+        let base = NonNull::new(base).unwrap_or_else(|| alloc::handle_alloc_error(layout));
+        Arc::new(Pool {
+            base,
+            layout,
+            block_size,
+            capacity,
+        })
+    }
+
+    pub(crate) fn block_size(&self) -> usize {
+        self.block_size
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The first byte of `slot`'s block.
+    #[inline]
+    pub(crate) fn block_ptr(&self, slot: u32) -> *mut u8 {
+        assert!((slot as usize) < self.capacity, "slot {slot} out of pool");
+        // SAFETY: slot < capacity, so the offset stays inside the allocation.
+        unsafe { self.base.as_ptr().add(slot as usize * self.block_size) }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // SAFETY: base was allocated with exactly this layout in `new`, and
+        // every user of the memory holds an Arc<Pool>, so none is left.
+        unsafe { alloc::dealloc(self.base.as_ptr(), self.layout) }
+    }
+}
+
+/// Exclusive access to one block's memory for the duration of an I/O.
+///
+/// The owner thread makes one only for a slot that no guard holds and no
+/// other I/O uses, and does not touch the slot again until the token comes
+/// back in the I/O's completion. That exclusivity is what makes
+/// [`as_slice`](BlockBuf::as_slice) and [`as_mut_slice`](BlockBuf::as_mut_slice)
+/// sound; the `Arc<Pool>` inside keeps the memory alive even if an engine
+/// holds the token past the cache's shutdown.
+pub struct BlockBuf {
+    pool: Arc<Pool>,
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the token is the only accessor of its block while it exists
+// (owner invariant above), so moving it to the engine thread is sound.
+unsafe impl Send for BlockBuf {}
+
+impl BlockBuf {
+    /// Made by the owner thread only, under the exclusivity rule above.
+    pub(crate) fn new(pool: &Arc<Pool>, slot: u32) -> BlockBuf {
+        let ptr = NonNull::new(pool.block_ptr(slot)).expect("pool memory is non-null");
+        BlockBuf {
+            pool: Arc::clone(pool),
+            ptr,
+            len: pool.block_size(),
+        }
+    }
+
+    /// The block's bytes (what a write sends).
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: ptr..ptr+len is one block of a live pool (we hold an Arc)
+        // and this token is its only accessor (owner invariant).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// The block's bytes, to be filled by a read.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as in as_slice, and &mut self makes this the only borrow.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// Raw pointer for kernel I/O (io_uring). The memory stays valid while
+    /// this token lives; the kernel must be done with it before the token
+    /// is dropped or returned.
+    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// Bytes in the block.
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    #[allow(dead_code)]
+    pub(crate) fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_are_page_aligned_and_disjoint() {
+        let pool = Pool::new(512, 9);
+        for slot in 0..9u32 {
+            let p = pool.block_ptr(slot) as usize;
+            assert_eq!(p % 512, 0);
+            assert_eq!(p - pool.block_ptr(0) as usize, slot as usize * 512);
+        }
+        assert_eq!(pool.block_ptr(0) as usize % ALIGN, 0);
+        let mut b = BlockBuf::new(&pool, 3);
+        b.as_mut_slice().fill(7);
+        assert!(BlockBuf::new(&pool, 2).as_slice().iter().all(|&x| x == 0));
+        assert!(b.as_slice().iter().all(|&x| x == 7));
+    }
+}

@@ -1,0 +1,77 @@
+//! Counters: kept by the owner thread in atomics, read without a round trip.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// A snapshot of the cache's counters. Counters count blocks, not requests.
+///
+/// ```
+/// use blockcache::Stats;
+/// let s = Stats::default();
+/// assert_eq!(s.read_hits + s.read_misses, 0);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Read gets that found the block resident.
+    pub read_hits: u64,
+    /// Read gets that had to read the block or join a read in flight.
+    pub read_misses: u64,
+    /// Write (and zeroed) gets that found the block resident.
+    pub write_hits: u64,
+    /// Write (and zeroed) gets of a block not resident.
+    pub write_misses: u64,
+    /// Blocks handed out zero-filled by `zeroed` (never read).
+    pub write_zeroes: u64,
+    /// Reads started by `prefetch`.
+    pub prefetches: u64,
+    /// Blocks read from devices.
+    pub reads_issued: u64,
+    /// Blocks written to devices.
+    pub writes_issued: u64,
+    /// Reads, writes and syncs that failed.
+    pub io_errors: u64,
+    /// Clean blocks dropped to make room for others.
+    pub evictions: u64,
+    /// Writebacks started because fewer than a third of blocks were clean
+    /// or free.
+    pub preemptive_writebacks: u64,
+    /// Syncs (fdatasync) completed.
+    pub syncs: u64,
+}
+
+macro_rules! counters {
+    ($($name:ident),* $(,)?) => {
+        /// The live counters behind [`Stats`]: written by the owner thread
+        /// (relaxed: each counter is exact, a snapshot is not atomic across
+        /// counters), read by anyone.
+        #[derive(Default)]
+        pub(crate) struct Counters { $(pub(crate) $name: AtomicU64,)* }
+
+        impl Counters {
+            pub(crate) fn snapshot(&self) -> Stats {
+                Stats { $($name: self.$name.load(Relaxed),)* }
+            }
+        }
+    };
+}
+
+counters!(
+    read_hits,
+    read_misses,
+    write_hits,
+    write_misses,
+    write_zeroes,
+    prefetches,
+    reads_issued,
+    writes_issued,
+    io_errors,
+    evictions,
+    preemptive_writebacks,
+    syncs,
+);
+
+/// Add one to a counter. Only the owner thread writes counters, so a
+/// load + store is exact and cheaper than a locked add.
+#[inline]
+pub(crate) fn bump(c: &AtomicU64) {
+    c.store(c.load(Relaxed) + 1, Relaxed);
+}
