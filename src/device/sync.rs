@@ -1,0 +1,416 @@
+//! The synchronous engine: a few worker threads doing `pread`, `pwrite` and
+//! `fdatasync`. It stands in where io_uring cannot be set up (sysctl
+//! `kernel.io_uring_disabled`, seccomp, old kernels) and is always
+//! available, so tests can select it too.
+//!
+//! Also home to the transfer rules both built-in engines share: when a short
+//! transfer is continued and when it is an error.
+
+use super::engine::{Completer, Engine, EngineFactory, IoKind, IoRequest};
+use super::DeviceFile;
+use crossbeam_channel::{Receiver, Sender};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+
+/// More workers than this only contend on one device queue; a block cache
+/// gains its parallelism from io_uring, not from this fallback.
+const MAX_WORKERS: u32 = 4;
+
+/// Makes a [`SyncEngine`]: `min(depth, 4)` worker threads per device.
+pub(crate) struct SyncFactory {
+    /// The per-device queue depth; bounds the number of workers.
+    pub(crate) depth: u32,
+}
+
+impl EngineFactory for SyncFactory {
+    fn start(&self, device: Arc<DeviceFile>, done: Completer) -> io::Result<Box<dyn Engine>> {
+        Ok(Box::new(SyncEngine::start(self.depth, device, done)?))
+    }
+}
+
+/// Worker threads sharing one request channel. The channel is the queue:
+/// `submit` never waits for a worker.
+pub(crate) struct SyncEngine {
+    tx: Option<Sender<IoRequest>>,
+    /// Kept so requests a dead worker pool never took can still be failed
+    /// rather than silently dropped (see `fail_leftovers`).
+    rx: Receiver<IoRequest>,
+    workers: Vec<JoinHandle<()>>,
+    done: Completer,
+}
+
+impl SyncEngine {
+    fn start(depth: u32, device: Arc<DeviceFile>, done: Completer) -> io::Result<SyncEngine> {
+        let (tx, rx) = crossbeam_channel::unbounded::<IoRequest>();
+        let mut engine = SyncEngine {
+            tx: Some(tx),
+            rx,
+            workers: Vec::new(),
+            done,
+        };
+        for _ in 0..depth.clamp(1, MAX_WORKERS) {
+            let (rx, done, device) = (engine.rx.clone(), engine.done.clone(), Arc::clone(&device));
+            let spawned = thread::Builder::new()
+                .name("blockcache-sync".into())
+                .spawn(move || {
+                    for mut req in rx.iter() {
+                        let result = perform(&device, &mut req);
+                        done.complete(req, result);
+                    }
+                });
+            match spawned {
+                Ok(handle) => engine.workers.push(handle),
+                // Dropping `engine` stops the workers already running.
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(engine)
+    }
+
+    /// Complete with an error whatever is still queued. Only non-empty when
+    /// every worker died (a panic), since live workers drain the channel.
+    fn fail_leftovers(&self) {
+        for req in self.rx.try_iter() {
+            self.done.complete(req, Err(io::Error::other("blockcache sync workers have exited")));
+        }
+    }
+}
+
+impl Engine for SyncEngine {
+    fn submit(&mut self, req: IoRequest) {
+        match &self.tx {
+            // The channel is unbounded and we hold a receiver, so this
+            // cannot fail.
+            Some(tx) => drop(tx.send(req)),
+            None => self.done.complete(req, Err(io::Error::other("engine is stopped"))),
+        }
+    }
+
+    fn stop(&mut self) {
+        // Workers leave `rx.iter()` once the channel is empty and this,
+        // the only sender, is gone: everything submitted is done first.
+        self.tx = None;
+        for worker in self.workers.drain(..) {
+            if worker.join().is_err() {
+                log::error!("a blockcache sync worker panicked");
+            }
+        }
+        self.fail_leftovers();
+    }
+}
+
+impl Drop for SyncEngine {
+    fn drop(&mut self) {
+        if self.tx.is_some() || !self.workers.is_empty() {
+            self.stop();
+        }
+    }
+}
+
+/// Do one request to completion on this thread.
+fn perform(device: &DeviceFile, req: &mut IoRequest) -> io::Result<()> {
+    let (kind, offset) = (req.kind(), req.offset());
+    if kind == IoKind::Fsync {
+        return retry_eintr(|| device.file().sync_data());
+    }
+    let Some(buf) = req.buffer_mut() else {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "read or write without a buffer"));
+    };
+    let len = buf.len();
+    let file = device.file();
+    let mut done = 0;
+    while done < len {
+        let at = offset + done as u64;
+        let n = match kind {
+            IoKind::Read => retry_eintr(|| file.read_at(&mut buf[done..], at))?,
+            _ => retry_eintr(|| file.write_at(&buf[done..], at))?,
+        };
+        done += n;
+        if done < len && (n == 0 || ends_at_eof(device, kind, done)) {
+            return Err(short_transfer(kind, offset, done, len));
+        }
+    }
+    Ok(())
+}
+
+fn retry_eintr<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    loop {
+        match f() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Whether a short transfer that stopped at `done` bytes can only be the end
+/// of the file. Direct I/O moves whole logical blocks except at EOF, so a
+/// read that stopped off that alignment hit EOF; continuing it would only
+/// earn EINVAL for the misaligned remainder and hide the real cause.
+pub(super) fn ends_at_eof(device: &DeviceFile, kind: IoKind, done: usize) -> bool {
+    kind == IoKind::Read && device.is_direct() && done % device.logical_block_size() as usize != 0
+}
+
+/// The error for a transfer that cannot be finished after `done` of `len`
+/// bytes at `offset`. Never success: the cache would take a torn block for
+/// data (one of LVM bcache's bugs).
+pub(super) fn short_transfer(kind: IoKind, offset: u64, done: usize, len: usize) -> io::Error {
+    let end = offset + done as u64;
+    match kind {
+        IoKind::Read => io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("end of file at byte {end}: read of {len} bytes at offset {offset} got {done}"),
+        ),
+        _ => io::Error::new(
+            io::ErrorKind::WriteZero,
+            format!("device took no more data at byte {end}: write of {len} bytes at offset {offset} sent {done}"),
+        ),
+    }
+}
+
+/// A conformance suite both built-in engines run, and the scaffolding for it.
+#[cfg(test)]
+pub(super) mod conformance {
+    use crate::device::engine::{Completer, Engine, EngineFactory, IoKind, IoRequest};
+    use crate::device::DeviceFile;
+    use crate::error::IoFailure;
+    use crate::owner::pool::{BlockBuf, Pool};
+    use crate::owner::Msg;
+    use crate::DeviceId;
+    use crossbeam_channel::Receiver;
+    use std::io::{self, Write};
+    use std::path::Path;
+    use std::sync::Arc;
+
+    pub(crate) const BS: usize = 4096;
+
+    /// The byte at `pos` of every test file: never zero, so a block that
+    /// was not read (the pool starts zeroed) shows.
+    pub(crate) fn pattern(pos: u64) -> u8 {
+        (pos % 251) as u8 + 1
+    }
+
+    /// A file of `blocks` patterned blocks plus `tail` bytes, on `dir`.
+    pub(crate) fn device_file(
+        dir: &Path,
+        blocks: u64,
+        tail: usize,
+    ) -> (tempfile::NamedTempFile, Arc<DeviceFile>) {
+        let mut tmp = tempfile::NamedTempFile::new_in(dir).expect("temp file");
+        let len = blocks * BS as u64 + tail as u64;
+        let bytes: Vec<u8> = (0..len).map(pattern).collect();
+        tmp.write_all(&bytes).expect("fill temp file");
+        tmp.flush().expect("flush temp file");
+        let dev = DeviceFile::open(tmp.path(), false).expect("DeviceFile::open");
+        (tmp, Arc::new(dev))
+    }
+
+    /// `std::env::temp_dir()` may be tmpfs (no O_DIRECT); /var/tmp usually
+    /// is a disk filesystem.
+    pub(crate) fn dirs() -> Vec<std::path::PathBuf> {
+        vec![std::env::temp_dir(), "/var/tmp".into()]
+    }
+
+    pub(crate) fn request(pool: &Arc<Pool>, tag: u64, kind: IoKind, block: u64) -> IoRequest {
+        let buf = (kind != IoKind::Fsync).then(|| BlockBuf::new(pool, tag as u32));
+        IoRequest {
+            tag,
+            dev: DeviceId(1),
+            kind,
+            block,
+            offset: block * BS as u64,
+            buf,
+        }
+    }
+
+    pub(crate) fn completer() -> (Completer, Receiver<Msg>) {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        (Completer { tx }, rx)
+    }
+
+    #[allow(unreachable_patterns)] // the owner will add more messages
+    pub(crate) fn completion(msg: Msg) -> (IoRequest, Result<(), IoFailure>) {
+        match msg {
+            Msg::Completed(req, result) => (req, result),
+            _ => panic!("expected a completion"),
+        }
+    }
+
+    /// Wait for `n` completions, returned by tag.
+    pub(crate) fn collect(rx: &Receiver<Msg>, n: usize) -> Vec<(IoRequest, Result<(), io::Error>)> {
+        let mut out: Vec<_> = (0..n)
+            .map(|_| {
+                let (req, result) = completion(rx.recv().expect("engine dropped its completer"));
+                (req, result.map_err(|f| f.to_io()))
+            })
+            .collect();
+        out.sort_by_key(|(req, _)| req.tag);
+        out
+    }
+
+    fn assert_block(req: &IoRequest, block: u64) {
+        let bytes = req.buffer().expect("read has a buffer");
+        let want: Vec<u8> = (0..BS as u64).map(|i| pattern(block * BS as u64 + i)).collect();
+        assert!(bytes == &want[..], "block {block} read wrong bytes");
+    }
+
+    /// Every check, on `dir`, of an engine made by `factory` (its depth is
+    /// assumed to be at most 4). Returns whether the file was O_DIRECT.
+    pub(crate) fn run_all(factory: &dyn EngineFactory, dir: &Path) -> bool {
+        let (tmp, dev) = device_file(dir, 64, 100);
+        let direct = dev.is_direct();
+        let pool = Pool::new(BS, 64);
+        let (done, rx) = completer();
+        let mut engine = factory.start(Arc::clone(&dev), done).expect("start");
+
+        reads_return_file_bytes(&mut *engine, &pool, &rx);
+        writes_reach_the_file(&mut *engine, &pool, &rx, tmp.path());
+        more_requests_than_depth_all_complete(&mut *engine, &pool, &rx);
+        reads_past_eof_fail(&mut *engine, &pool, &rx);
+
+        // Stop with a full queue: every completion arrives before stop returns.
+        for tag in 0..64 {
+            engine.submit(request(&pool, tag, IoKind::Read, tag));
+        }
+        engine.unplug();
+        engine.stop();
+        let drained: Vec<_> = rx.try_iter().collect();
+        assert_eq!(drained.len(), 64, "stop returned before draining");
+        for msg in drained {
+            let (req, result) = completion(msg);
+            assert!(result.is_ok(), "read {} failed: {:?}", req.tag, result);
+            assert_block(&req, req.tag);
+        }
+
+        // Once stopped, the engine's threads are gone: they released the
+        // device and their completers.
+        assert_eq!(Arc::strong_count(&dev), 1, "an engine thread still holds the device");
+        drop(engine);
+        assert!(rx.recv().is_err(), "an engine thread still holds a completer");
+        direct
+    }
+
+    fn reads_return_file_bytes(engine: &mut dyn Engine, pool: &Arc<Pool>, rx: &Receiver<Msg>) {
+        for tag in 0..8 {
+            engine.submit(request(pool, tag, IoKind::Read, 7 - tag));
+        }
+        engine.unplug();
+        for (req, result) in collect(rx, 8) {
+            assert!(result.is_ok(), "read failed: {result:?}");
+            assert_eq!(req.block, 7 - req.tag);
+            assert_block(&req, req.block);
+        }
+    }
+
+    fn writes_reach_the_file(
+        engine: &mut dyn Engine,
+        pool: &Arc<Pool>,
+        rx: &Receiver<Msg>,
+        path: &Path,
+    ) {
+        let mut req = request(pool, 3, IoKind::Write, 5);
+        req.buffer_mut().unwrap().fill(0xA5);
+        engine.submit(req);
+        engine.unplug();
+        let (req, result) = collect(rx, 1).pop().unwrap();
+        assert!(result.is_ok(), "write failed: {result:?}");
+        assert_eq!(req.kind, IoKind::Write);
+
+        engine.submit(request(pool, 0, IoKind::Fsync, 0));
+        engine.unplug();
+        let (req, result) = collect(rx, 1).pop().unwrap();
+        assert!(result.is_ok(), "fsync failed: {result:?}");
+        assert_eq!(req.kind, IoKind::Fsync);
+
+        let file = std::fs::read(path).unwrap();
+        assert!(file[5 * BS..6 * BS].iter().all(|&b| b == 0xA5), "write missing");
+        assert_eq!(file[6 * BS], pattern(6 * BS as u64), "write spilled");
+        assert_eq!(file[5 * BS - 1], pattern(5 * BS as u64 - 1), "write spilled");
+        // Put the pattern back for later checks.
+        let mut req = request(pool, 3, IoKind::Write, 5);
+        let buf = req.buffer_mut().unwrap();
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = pattern(5 * BS as u64 + i as u64);
+        }
+        engine.submit(req);
+        engine.unplug();
+        assert!(collect(rx, 1)[0].1.is_ok());
+    }
+
+    fn more_requests_than_depth_all_complete(
+        engine: &mut dyn Engine,
+        pool: &Arc<Pool>,
+        rx: &Receiver<Msg>,
+    ) {
+        // Each slot's buffer cleared first, so stale bytes from the first
+        // check cannot pass for a read.
+        for tag in 0..64 {
+            BlockBuf::new(pool, tag as u32).as_mut_slice().fill(0);
+            engine.submit(request(pool, tag, IoKind::Read, 63 - tag));
+            if tag % 16 == 15 {
+                engine.unplug();
+            }
+        }
+        for (req, result) in collect(rx, 64) {
+            assert!(result.is_ok(), "read {} failed: {result:?}", req.tag);
+            assert_block(&req, 63 - req.tag);
+        }
+    }
+
+    fn reads_past_eof_fail(engine: &mut dyn Engine, pool: &Arc<Pool>, rx: &Receiver<Msg>) {
+        // Block 64 holds only a 100-byte tail; block 70 is wholly past EOF.
+        engine.submit(request(pool, 0, IoKind::Read, 64));
+        engine.submit(request(pool, 1, IoKind::Read, 70));
+        engine.unplug();
+        for (req, result) in collect(rx, 2) {
+            let err = result.expect_err("read past EOF reported success");
+            assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "block {}: {err}", req.block);
+            let at = (req.block * BS as u64).to_string();
+            assert!(err.to_string().contains(&at), "error names no offset: {err}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::conformance::{self, completer, request};
+    use super::*;
+    use crate::owner::pool::Pool;
+
+    #[test]
+    fn sync_engine_conformance() {
+        let mut saw_direct = false;
+        for dir in conformance::dirs() {
+            for depth in [1, 4] {
+                saw_direct |= conformance::run_all(&SyncFactory { depth }, &dir);
+            }
+        }
+        assert!(saw_direct, "no test directory supports O_DIRECT");
+    }
+
+    #[test]
+    fn dropping_the_engine_drains_it() {
+        let (_tmp, dev) = conformance::device_file(&std::env::temp_dir(), 8, 0);
+        let pool = Pool::new(conformance::BS, 8);
+        let (done, rx) = completer();
+        let mut engine = SyncFactory { depth: 2 }.start(dev, done).unwrap();
+        for tag in 0..8 {
+            engine.submit(request(&pool, tag, IoKind::Read, tag));
+        }
+        drop(engine);
+        assert_eq!(rx.try_iter().count(), 8);
+    }
+
+    #[test]
+    fn submit_after_stop_fails_the_request() {
+        let (_tmp, dev) = conformance::device_file(&std::env::temp_dir(), 1, 0);
+        let pool = Pool::new(conformance::BS, 1);
+        let (done, rx) = completer();
+        let mut engine = SyncFactory { depth: 1 }.start(dev, done).unwrap();
+        engine.stop();
+        engine.submit(request(&pool, 0, IoKind::Read, 0));
+        let (_, result) = conformance::completion(rx.try_recv().unwrap());
+        assert!(result.is_err());
+    }
+}

@@ -1,11 +1,537 @@
-//! The owner thread (skeleton).
+//! The owner thread: the one place cache state lives.
+//!
+//! A single thread owns the index `(device, block) → slot`, the slot lists
+//! (see [`lists`]), reference counts, waiters and the device table. Nothing
+//! here is shared or locked; clients and engines reach it only through one
+//! crossbeam channel of [`Msg`], and it answers each request through the
+//! [`Replier`] the request carried.
+//!
+//! # Who may wait on whom
+//!
+//! Deadlock freedom rests on these rules, each enforced where it is noted:
+//!
+//! 1. **The owner never blocks except in `recv`.** Replies go to a
+//!    per-request channel with room for exactly that reply (`try_send`);
+//!    submits go to engines, which queue rather than block
+//!    ([`Engine::submit`](crate::engine::Engine::submit)). So every message
+//!    sent to the owner is eventually handled.
+//! 2. **Engines never wait on the owner** except to hand back a completion
+//!    on the owner's channel, which the owner drains (rule 1).
+//! 3. **The owner stops an engine only when that device has no I/O in
+//!    flight** (`close` drains first, exit waits for `in_flight == 0`), so
+//!    `Engine::stop` never waits for a completion the owner would have to
+//!    receive.
+//! 4. **Clients wait only for the owner**, and the owner makes a client
+//!    wait only for (a) a guard held by some client, (b) an I/O in flight,
+//!    or (c) a free slot while some slot is held, dirty or in flight.
+//!    (b) always ends; (a) and (c) end when guards are dropped. A thread
+//!    that waits for a block while itself holding a conflicting guard (or
+//!    holding every block) waits forever, exactly as with a `RwLock`:
+//!    use `try_read`/`try_write` where that can happen.
+//! 5. **A get never waits for a slot that cannot come**: when every unheld
+//!    block is dirty and its writeback failed and nothing is in flight, it
+//!    fails with that error ([`get`] `no_slot`).
+//!
+//! # Slot states
+//!
+//! A slot is `Free`, `Reading`, `Writing` or `Resident` (clean or dirty).
+//! Guards exist only on `Resident` slots; I/O only on `Reading`/`Writing`
+//! slots. Hence a held block is never written back or evicted, and a
+//! buffer the kernel is filling is never visible to a guard.
+
+pub(crate) mod get;
+pub(crate) mod lists;
+pub(crate) mod ops;
 pub(crate) mod pool;
 
-use crate::engine::IoRequest;
-use crate::error::IoFailure;
+use crate::device::DeviceFile;
+use crate::engine::{Engine, IoKind, IoRequest};
+use crate::error::{Error, IoFailure};
+use crate::stats::{bump, Counters};
+use crate::DeviceId;
+use crossbeam_channel::{Receiver, Sender};
+use lists::{List, Lists};
+use pool::{BlockBuf, Pool};
+use rustc_hash::FxHashMap;
+use slab::Slab;
+use std::sync::Arc;
+
+/// How a client wants a block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Read,
+    Write,
+    /// Write access to a zero-filled block; the disk is never read.
+    Zeroed,
+}
+
+/// A successful answer from the owner.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    Slot(u32),
+    Unit,
+    Blocks(u64),
+    /// Reply to `LastHandle`: true when the owner thread is exiting now.
+    Stopping(bool),
+}
+
+pub(crate) type Response = Result<Answer, Error>;
+
+/// The sending half of one request's reply. Dropping it unanswered (the
+/// owner unwinding, or a request still queued when the owner exits) answers
+/// `Err(Closed)`, so no client waits for a reply that will never come.
+pub(crate) struct Replier(Option<Sender<Response>>);
+
+impl Replier {
+    pub(crate) fn new(tx: Sender<Response>) -> Replier {
+        Replier(Some(tx))
+    }
+
+    pub(crate) fn send(mut self, r: Response) {
+        if let Some(tx) = self.0.take() {
+            // The client waits for exactly this one reply in a channel with
+            // room for one: try_send cannot find it full (rule 1).
+            let _ = tx.try_send(r);
+        }
+    }
+}
+
+impl Drop for Replier {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.try_send(Err(Error::Closed));
+        }
+    }
+}
+
+/// Operations that act on many blocks and may wait for I/O.
+#[derive(Debug)]
+pub(crate) enum OpKind {
+    Flush(Option<DeviceId>),
+    Invalidate(DeviceId, Option<u64>),
+    Close(DeviceId),
+    Abort(DeviceId),
+    /// Flush everything; report lost blocks as `Error::Unwritten`.
+    Shutdown,
+    /// Flush everything after the last handle is gone; then maybe exit.
+    Final,
+}
 
 /// Everything the owner thread receives.
 pub(crate) enum Msg {
     /// An engine finished an I/O.
     Completed(IoRequest, Result<(), IoFailure>),
+    Get {
+        dev: DeviceId,
+        block: u64,
+        mode: Mode,
+        wait: bool,
+        reply: Replier,
+    },
+    /// A guard was dropped; `write` for a write guard (the block is dirty).
+    /// `reply` is set once every handle is gone: the dropper waits, so the
+    /// last guard's drop returns after the final flush and thread exit.
+    Put {
+        slot: u32,
+        write: bool,
+        reply: Option<Replier>,
+    },
+    Prefetch { dev: DeviceId, block: u64 },
+    Open {
+        dev: DeviceId,
+        file: Arc<DeviceFile>,
+        engine: Box<dyn Engine>,
+        blocks: u64,
+        reply: Replier,
+    },
+    DeviceBlocks { dev: DeviceId, reply: Replier },
+    Op { kind: OpKind, reply: Replier },
+    /// The last `Cache` handle was dropped.
+    LastHandle { reply: Replier },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum State {
+    Free,
+    Reading,
+    Writing,
+    Resident,
+}
+
+pub(crate) struct Slot {
+    pub(crate) key: (DeviceId, u64),
+    pub(crate) state: State,
+    pub(crate) dirty: bool,
+    pub(crate) readers: u32,
+    pub(crate) writer: bool,
+    pub(crate) waiters: WaitQueue,
+    /// Why the last writeback failed (the slot is on `Errored`).
+    pub(crate) error: Option<IoFailure>,
+}
+
+impl Slot {
+    fn held(&self) -> bool {
+        self.readers > 0 || self.writer
+    }
+}
+
+/// A FIFO of waiters, linked through the waiter slab.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct WaitQueue {
+    head: Option<usize>,
+    tail: Option<usize>,
+}
+
+impl WaitQueue {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.head.is_none()
+    }
+}
+
+pub(crate) struct Waiter {
+    pub(crate) dev: DeviceId,
+    pub(crate) block: u64,
+    pub(crate) mode: Mode,
+    pub(crate) reply: Replier,
+    next: Option<usize>,
+}
+
+pub(crate) struct Device {
+    pub(crate) file: Arc<DeviceFile>,
+    pub(crate) engine: Box<dyn Engine>,
+    pub(crate) blocks: u64,
+    /// I/Os submitted and not completed (reads, writes, syncs).
+    pub(crate) in_flight: u32,
+    /// A write completed since the last fsync was issued.
+    pub(crate) unsynced: bool,
+    /// `close` has begun: no new gets or prefetches.
+    pub(crate) closing: bool,
+    /// Submitted since the last unplug.
+    pub(crate) plugged: bool,
+}
+
+pub(crate) struct Owner {
+    rx: Receiver<Msg>,
+    pub(crate) pool: Arc<Pool>,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) depth: u32,
+    pub(crate) slots: Vec<Slot>,
+    pub(crate) lists: Lists,
+    pub(crate) index: FxHashMap<(DeviceId, u64), u32>,
+    pub(crate) waiters: Slab<Waiter>,
+    /// Gets waiting for a slot to become free or clean.
+    pub(crate) slot_queue: WaitQueue,
+    pub(crate) devices: FxHashMap<DeviceId, Device>,
+    pub(crate) ops: Slab<ops::Op>,
+    pub(crate) live_guards: u64,
+    /// Writebacks submitted and not completed.
+    pub(crate) writes_in_flight: u64,
+    /// The last handle is gone: exit once guards, ops and I/O are done.
+    pub(crate) handles_gone: bool,
+    exit: bool,
+}
+
+/// Start the owner thread. Returns its join handle.
+pub(crate) fn spawn(
+    rx: Receiver<Msg>,
+    pool: Arc<Pool>,
+    counters: Arc<Counters>,
+    depth: u32,
+    cpu: Option<usize>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("blockcache-owner".into())
+        .spawn(move || {
+            if let Some(id) = cpu {
+                if !core_affinity::set_for_current(core_affinity::CoreId { id }) {
+                    log::warn!("blockcache: could not pin the owner thread to CPU {id}");
+                }
+            }
+            Owner::new(rx, pool, counters, depth).run();
+        })
+}
+
+impl Owner {
+    fn new(rx: Receiver<Msg>, pool: Arc<Pool>, counters: Arc<Counters>, depth: u32) -> Owner {
+        let capacity = pool.capacity() as u32;
+        let mut index = FxHashMap::default();
+        // Sized once: the index never reallocates on the hit path.
+        index.reserve(capacity as usize);
+        let blank = (DeviceId(0), 0);
+        Owner {
+            rx,
+            counters,
+            depth,
+            slots: (0..capacity)
+                .map(|_| Slot {
+                    key: blank,
+                    state: State::Free,
+                    dirty: false,
+                    readers: 0,
+                    writer: false,
+                    waiters: WaitQueue::default(),
+                    error: None,
+                })
+                .collect(),
+            lists: Lists::new(capacity),
+            index,
+            waiters: Slab::with_capacity(64),
+            slot_queue: WaitQueue::default(),
+            devices: FxHashMap::default(),
+            ops: Slab::new(),
+            live_guards: 0,
+            writes_in_flight: 0,
+            handles_gone: false,
+            exit: false,
+            pool,
+        }
+    }
+
+    fn run(mut self) {
+        while let Ok(msg) = self.rx.recv() {
+            self.handle(msg);
+            // Drain what is already queued before ringing the engines'
+            // doorbells: one wakeup per batch, not per request.
+            while let Ok(msg) = self.rx.try_recv() {
+                self.handle(msg);
+            }
+            if self.handles_gone && !self.exit && self.may_exit() {
+                // Guards dropped after the last handle may have dirtied
+                // blocks: write them before stopping (the op exits when done).
+                self.start_op(OpKind::Final, None);
+            }
+            self.unplug();
+            if self.exit {
+                break;
+            }
+        }
+        self.stop_engines();
+    }
+
+    fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Completed(req, result) => self.completed(req, result),
+            Msg::Get {
+                dev,
+                block,
+                mode,
+                wait,
+                reply,
+            } => self.get(dev, block, mode, wait, reply),
+            Msg::Put { slot, write, reply } => {
+                self.put(slot, write);
+                if let Some(reply) = reply {
+                    if self.handles_gone && self.may_exit() {
+                        self.start_op(OpKind::Final, Some(reply));
+                    } else {
+                        reply.send(Ok(Answer::Stopping(false)));
+                    }
+                }
+            }
+            Msg::Prefetch { dev, block } => self.prefetch(dev, block),
+            Msg::Open {
+                dev,
+                file,
+                engine,
+                blocks,
+                reply,
+            } => {
+                self.devices.insert(
+                    dev,
+                    Device {
+                        file,
+                        engine,
+                        blocks,
+                        in_flight: 0,
+                        unsynced: false,
+                        closing: false,
+                        plugged: false,
+                    },
+                );
+                reply.send(Ok(Answer::Unit));
+            }
+            Msg::DeviceBlocks { dev, reply } => {
+                let r = match self.devices.get(&dev) {
+                    Some(d) if !d.closing => Ok(Answer::Blocks(d.blocks)),
+                    _ => Err(Error::UnknownDevice),
+                };
+                reply.send(r);
+            }
+            Msg::Op { kind, reply } => self.start_op(kind, Some(reply)),
+            Msg::LastHandle { reply } => {
+                self.handles_gone = true;
+                self.start_op(OpKind::Final, Some(reply));
+            }
+        }
+        if !self.slot_queue.is_empty() {
+            self.serve_slot_queue();
+        }
+    }
+
+    fn unplug(&mut self) {
+        for d in self.devices.values_mut() {
+            if d.plugged {
+                d.plugged = false;
+                d.engine.unplug();
+            }
+        }
+    }
+
+    /// Every device's I/O has completed (see `may_exit`): stopping engines
+    /// cannot wait on the owner (rule 3).
+    fn stop_engines(&mut self) {
+        for (_, mut d) in self.devices.drain() {
+            d.engine.stop();
+        }
+    }
+
+    /// Nothing left to do for anyone: no handle, guard, op, waiter or I/O.
+    pub(crate) fn may_exit(&self) -> bool {
+        self.handles_gone
+            && self.live_guards == 0
+            && self.ops.is_empty()
+            && self.slot_queue.is_empty()
+            && self.devices.values().all(|d| d.in_flight == 0)
+    }
+
+    pub(crate) fn request_exit(&mut self) {
+        self.exit = true;
+    }
+
+    // ---- I/O submission -------------------------------------------------
+
+    /// Start reading `slot`'s block. The slot leaves every list a guard can
+    /// be taken from until the completion arrives.
+    pub(crate) fn issue_read(&mut self, slot: u32) {
+        self.issue(slot, IoKind::Read);
+        self.slots[slot as usize].state = State::Reading;
+        bump(&self.counters.reads_issued);
+    }
+
+    /// Write `slot` back. Only unheld dirty slots are written: a held block
+    /// is never written back (its holder may be changing it).
+    pub(crate) fn issue_write(&mut self, slot: u32) {
+        let s = &self.slots[slot as usize];
+        debug_assert!(s.state == State::Resident && s.dirty && !s.held());
+        self.issue(slot, IoKind::Write);
+        self.slots[slot as usize].state = State::Writing;
+        self.writes_in_flight += 1;
+        bump(&self.counters.writes_issued);
+    }
+
+    fn issue(&mut self, slot: u32, kind: IoKind) {
+        let (dev, block) = self.slots[slot as usize].key;
+        self.lists.move_to(slot, List::IoPending);
+        let bs = self.pool.block_size() as u64;
+        let req = IoRequest {
+            tag: slot as u64,
+            dev,
+            kind,
+            block,
+            // Cannot overflow: block < device blocks, and the device size
+            // in bytes fits a u64.
+            offset: block * bs,
+            buf: Some(BlockBuf::new(&self.pool, slot)),
+        };
+        let d = self.devices.get_mut(&dev).expect("a resident block's device is open");
+        d.in_flight += 1;
+        d.plugged = true;
+        d.engine.submit(req);
+    }
+
+    /// fdatasync `dev` on behalf of op `op`.
+    pub(crate) fn issue_fsync(&mut self, dev: DeviceId, op: usize) {
+        let d = self.devices.get_mut(&dev).expect("op devices are open");
+        d.unsynced = false;
+        d.in_flight += 1;
+        d.plugged = true;
+        d.engine.submit(IoRequest {
+            tag: op as u64,
+            dev,
+            kind: IoKind::Fsync,
+            block: 0,
+            offset: 0,
+            buf: None,
+        });
+    }
+
+    // ---- waiter queues ----------------------------------------------------
+
+    pub(crate) fn push_waiter(&mut self, q: QueueId, w: Waiter) {
+        let id = self.waiters.insert(w);
+        let queue = self.queue_mut(q);
+        let tail = queue.tail.replace(id);
+        match tail {
+            Some(t) => self.waiters[t].next = Some(id),
+            None => self.queue_mut(q).head = Some(id),
+        }
+    }
+
+    pub(crate) fn front_waiter(&self, q: QueueId) -> Option<&Waiter> {
+        let head = match q {
+            QueueId::Block(s) => self.slots[s as usize].waiters.head,
+            QueueId::Slots => self.slot_queue.head,
+        };
+        head.map(|id| &self.waiters[id])
+    }
+
+    pub(crate) fn pop_waiter(&mut self, q: QueueId) -> Option<Waiter> {
+        let id = self.queue_mut(q).head?;
+        let w = self.waiters.remove(id);
+        let queue = self.queue_mut(q);
+        queue.head = w.next;
+        if queue.head.is_none() {
+            queue.tail = None;
+        }
+        Some(w)
+    }
+
+    fn queue_mut(&mut self, q: QueueId) -> &mut WaitQueue {
+        match q {
+            QueueId::Block(s) => &mut self.slots[s as usize].waiters,
+            QueueId::Slots => &mut self.slot_queue,
+        }
+    }
+
+    /// Detach and answer every waiter on `slot` with `err`.
+    pub(crate) fn fail_waiters(&mut self, q: QueueId, err: &IoFailure) {
+        while let Some(w) = self.pop_waiter(q) {
+            w.reply.send(Err(err.clone().into()));
+        }
+    }
+
+    /// Forget `slot`'s block and put the slot on `Free`. Waiters still
+    /// queued on it start over as new gets (they will read it again).
+    pub(crate) fn free_slot(&mut self, slot: u32) {
+        let s = &mut self.slots[slot as usize];
+        debug_assert!(!s.held() && matches!(s.state, State::Resident | State::Reading));
+        let key = s.key;
+        s.state = State::Free;
+        s.dirty = false;
+        s.error = None;
+        self.index.remove(&key);
+        self.lists.move_to(slot, List::Free);
+        while let Some(w) = self.pop_waiter(QueueId::Block(slot)) {
+            self.push_waiter(QueueId::Slots, w);
+        }
+    }
+}
+
+/// Which waiter queue.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum QueueId {
+    Block(u32),
+    Slots,
+}
+
+impl Waiter {
+    pub(crate) fn new(dev: DeviceId, block: u64, mode: Mode, reply: Replier) -> Waiter {
+        Waiter {
+            dev,
+            block,
+            mode,
+            reply,
+            next: None,
+        }
+    }
 }

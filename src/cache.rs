@@ -1,0 +1,386 @@
+//! The client handle: every call is a message to the owner thread.
+
+use crate::config::{Config, EngineKind};
+use crate::device::sync::SyncFactory;
+use crate::device::uring::{self, UringFactory};
+use crate::device::DeviceFile;
+use crate::engine::{Completer, EngineFactory};
+use crate::error::Error;
+use crate::guard::{ReadGuard, WriteGuard};
+use crate::owner::pool::Pool;
+use crate::owner::{self, Answer, Mode, Msg, OpKind, Replier, Response};
+use crate::stats::{Counters, Stats};
+use crate::DeviceId;
+use crossbeam_channel::{bounded, Receiver, Sender};
+use parking_lot::Mutex;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Once};
+use std::thread::JoinHandle;
+
+/// Room in the owner's channel. Senders block when it is full (the owner
+/// always drains it, see owner rule 1); a fixed-size array channel never
+/// allocates per message, which keeps the hit path allocation-free.
+const OWNER_CHANNEL: usize = 4096;
+
+/// A shared block cache. Cheap to clone: every clone talks to the same
+/// owner thread and pool. Dropping the last clone flushes and stops the
+/// threads once no guard is left.
+///
+/// ```
+/// use blockcache::{Cache, Config, EngineKind};
+/// # fn main() -> Result<(), blockcache::Error> {
+/// let file = tempfile::NamedTempFile::new_in(std::env::temp_dir()).unwrap();
+/// file.as_file().set_len(64 * 4096).unwrap();
+///
+/// let cache = Cache::new(Config::new(4096, 16).engine(EngineKind::Sync))?;
+/// let dev = cache.open(file.path())?;
+/// {
+///     let mut w = cache.write(dev, 3)?;   // exclusive guard on block 3
+///     w[..5].copy_from_slice(b"hello");
+/// }                                       // dropped: block 3 is dirty
+/// assert_eq!(&cache.read(dev, 3)?[..5], b"hello");
+/// cache.flush()?;                         // written and fdatasync'd
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Cache {
+    handle: Arc<Handle>,
+}
+
+/// What handles and guards share. Guards keep it (and so the pool) alive.
+pub(crate) struct Core {
+    tx: Sender<Msg>,
+    pub(crate) pool: Arc<Pool>,
+    counters: Arc<Counters>,
+    factory: Arc<dyn EngineFactory>,
+    next_dev: AtomicU64,
+    /// Set when the last handle is dropped: guards then wait on their put.
+    handles_gone: AtomicBool,
+    owner_thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// The part only `Cache` clones share: its drop is "the last handle is gone".
+struct Handle {
+    core: Arc<Core>,
+}
+
+impl Cache {
+    /// Validate `config`, allocate the pool and start the owner thread.
+    ///
+    /// Errors: [`Error::InvalidConfig`] for a config that cannot work;
+    /// [`Error::Io`] when `EngineKind::Uring` was asked for and io_uring
+    /// cannot be set up, or a thread cannot be started.
+    pub fn new(config: Config) -> Result<Cache, Error> {
+        config.validate()?;
+        let factory = choose_engine(&config)?;
+        let pool = Pool::new(config.block_size, config.capacity);
+        let counters = Arc::new(Counters::default());
+        let (tx, rx) = bounded(OWNER_CHANNEL);
+        let thread = owner::spawn(
+            rx,
+            Arc::clone(&pool),
+            Arc::clone(&counters),
+            config.queue_depth,
+            config.owner_cpu,
+        )?;
+        let core = Arc::new(Core {
+            tx,
+            pool,
+            counters,
+            factory,
+            next_dev: AtomicU64::new(1),
+            handles_gone: AtomicBool::new(false),
+            owner_thread: Mutex::new(Some(thread)),
+        });
+        Ok(Cache {
+            handle: Arc::new(Handle { core }),
+        })
+    }
+
+    fn core(&self) -> &Arc<Core> {
+        &self.handle.core
+    }
+
+    /// Bytes per block.
+    pub fn block_size(&self) -> usize {
+        self.core().pool.block_size()
+    }
+
+    /// Blocks in the pool.
+    pub fn capacity(&self) -> usize {
+        self.core().pool.capacity()
+    }
+
+    /// Open a file or block device for reading and writing.
+    ///
+    /// O_DIRECT is used where the filesystem accepts it. Errors:
+    /// [`Error::Io`] for a path that cannot be opened or is not a file or
+    /// block device; [`Error::InvalidConfig`] when the block size is not a
+    /// multiple of the device's logical block size.
+    pub fn open(&self, path: impl AsRef<Path>) -> Result<DeviceId, Error> {
+        self.open_device(path.as_ref(), false)
+    }
+
+    /// Open a file or block device for reading only: writes get
+    /// [`Error::ReadOnly`].
+    pub fn open_read_only(&self, path: impl AsRef<Path>) -> Result<DeviceId, Error> {
+        self.open_device(path.as_ref(), true)
+    }
+
+    fn open_device(&self, path: &Path, read_only: bool) -> Result<DeviceId, Error> {
+        let file = DeviceFile::open(path, read_only)?;
+        let bs = self.block_size() as u64;
+        let logical = u64::from(file.logical_block_size());
+        if bs % logical != 0 {
+            return Err(Error::InvalidConfig(format!(
+                "block size {bs} is not a multiple of {}'s logical block size {logical}",
+                path.display()
+            )));
+        }
+        let blocks = file.size_bytes() / bs;
+        let file = Arc::new(file);
+        let core = self.core();
+        let dev = DeviceId(core.next_dev.fetch_add(1, Ordering::Relaxed));
+        // Started here, on the caller's thread, so engine threads do not
+        // inherit the pinned owner's CPU affinity.
+        let engine = core.factory.start(
+            Arc::clone(&file),
+            Completer {
+                tx: core.tx.clone(),
+            },
+        )?;
+        core.call(|reply| Msg::Open {
+            dev,
+            file,
+            engine,
+            blocks,
+            reply,
+        })?;
+        Ok(dev)
+    }
+
+    /// The device's size in whole blocks (a partial last block is not
+    /// addressable).
+    pub fn device_blocks(&self, dev: DeviceId) -> Result<u64, Error> {
+        match self.core().call(|reply| Msg::DeviceBlocks { dev, reply })? {
+            Answer::Blocks(n) => Ok(n),
+            other => unreachable!("owner answered DeviceBlocks with {other:?}"),
+        }
+    }
+
+    /// A shared guard on block `block` of `dev`: reads it on a miss, waits
+    /// out a writer.
+    pub fn read(&self, dev: DeviceId, block: u64) -> Result<ReadGuard, Error> {
+        let slot = self.core().get(dev, block, Mode::Read, true)?;
+        Ok(ReadGuard::new(Arc::clone(self.core()), slot, dev, block))
+    }
+
+    /// An exclusive guard: reads the block on a miss, waits out readers and
+    /// a writer. Dropping it marks the block dirty.
+    pub fn write(&self, dev: DeviceId, block: u64) -> Result<WriteGuard, Error> {
+        let slot = self.core().get(dev, block, Mode::Write, true)?;
+        Ok(WriteGuard::new(Arc::clone(self.core()), slot, dev, block, false))
+    }
+
+    /// An exclusive guard on a zero-filled block, dirty; never reads the
+    /// device.
+    pub fn zeroed(&self, dev: DeviceId, block: u64) -> Result<WriteGuard, Error> {
+        let slot = self.core().get(dev, block, Mode::Zeroed, true)?;
+        Ok(WriteGuard::new(Arc::clone(self.core()), slot, dev, block, true))
+    }
+
+    /// Like [`read`](Cache::read), but `Err(WouldBlock)` instead of waiting
+    /// or reading: succeeds only for a resident block with no writer.
+    pub fn try_read(&self, dev: DeviceId, block: u64) -> Result<ReadGuard, Error> {
+        let slot = self.core().get(dev, block, Mode::Read, false)?;
+        Ok(ReadGuard::new(Arc::clone(self.core()), slot, dev, block))
+    }
+
+    /// Like [`write`](Cache::write), but `Err(WouldBlock)` instead of
+    /// waiting or reading: succeeds only for a resident, unheld block.
+    pub fn try_write(&self, dev: DeviceId, block: u64) -> Result<WriteGuard, Error> {
+        let slot = self.core().get(dev, block, Mode::Write, false)?;
+        Ok(WriteGuard::new(Arc::clone(self.core()), slot, dev, block, false))
+    }
+
+    /// Start reading a block that is not resident. Never blocks and
+    /// reports nothing: it is dropped when the block is resident or in
+    /// flight, the device already has `queue_depth` I/Os in flight, no
+    /// slot is free or clean, or the request is invalid.
+    pub fn prefetch(&self, dev: DeviceId, block: u64) {
+        // try_send: a full channel drops the hint rather than block.
+        let _ = self.core().tx.try_send(Msg::Prefetch { dev, block });
+    }
+
+    /// Write back every unheld dirty block of every device, then fdatasync
+    /// each device written. `Ok` means the data is on stable storage; on
+    /// `Err` the blocks that failed stay dirty and the next flush retries.
+    pub fn flush(&self) -> Result<(), Error> {
+        self.core().op(OpKind::Flush(None))
+    }
+
+    /// [`flush`](Cache::flush) for one device.
+    pub fn flush_device(&self, dev: DeviceId) -> Result<(), Error> {
+        self.core().op(OpKind::Flush(Some(dev)))
+    }
+
+    /// Drop a block from the cache, writing it back first if dirty. `Ok`
+    /// when it is not resident; `Err(Busy)` when held (nothing done); an
+    /// I/O error when its writeback failed (it stays dirty).
+    pub fn invalidate(&self, dev: DeviceId, block: u64) -> Result<(), Error> {
+        self.core().op(OpKind::Invalidate(dev, Some(block)))
+    }
+
+    /// Invalidate every block of a device. Held blocks are left exactly as
+    /// their holders have them (not written, still dirty) and the result is
+    /// `Err(Busy)`; every other block is written back if dirty and dropped.
+    pub fn invalidate_device(&self, dev: DeviceId) -> Result<(), Error> {
+        self.core().op(OpKind::Invalidate(dev, None))
+    }
+
+    /// Flush and sync the device, drop its blocks and close it. `Err(Busy)`
+    /// (and nothing done) when one of its blocks is held or awaited; on a
+    /// write error it stays open and its dirty blocks stay.
+    pub fn close(&self, dev: DeviceId) -> Result<(), Error> {
+        self.core().op(OpKind::Close(dev))
+    }
+
+    /// Drop every block of a device, dirty ones unwritten (writebacks
+    /// already in flight complete). `Err(Busy)` and nothing done when one
+    /// of its blocks is held or awaited.
+    pub fn abort_device(&self, dev: DeviceId) -> Result<(), Error> {
+        self.core().op(OpKind::Abort(dev))
+    }
+
+    /// A snapshot of the counters, read without a round trip.
+    pub fn stats(&self) -> Stats {
+        self.core().counters.snapshot()
+    }
+
+    /// Write back every dirty block and sync; then release this handle. If
+    /// it was the last handle and no guard is live, the threads have
+    /// stopped when this returns; otherwise they stop when the last handle
+    /// and guard are gone.
+    ///
+    /// Errors: [`Error::Unwritten`] with the number of blocks that could
+    /// not be written and the first error.
+    pub fn shutdown(self) -> Result<(), Error> {
+        let result = self.core().op(OpKind::Shutdown);
+        drop(self);
+        result
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let core = &self.core;
+        core.handles_gone.store(true, Ordering::SeqCst);
+        // Flushes; the reply says whether the owner is exiting (no guard
+        // left). If it is, wait for it so the threads are gone on return.
+        let answer = core.call(|reply| Msg::LastHandle { reply });
+        core.join_if_stopping(answer);
+    }
+}
+
+impl Core {
+    /// Send a request and wait for its reply, on a reply channel kept per
+    /// thread: a hit allocates nothing.
+    fn call(&self, make: impl FnOnce(Replier) -> Msg) -> Result<Answer, Error> {
+        thread_local! {
+            static REPLY: (Sender<Response>, Receiver<Response>) = bounded(1);
+        }
+        let ask = |tx: &Sender<Response>, rx: &Receiver<Response>| {
+            self.tx
+                .send(make(Replier::new(tx.clone())))
+                .map_err(|_| Error::Closed)?;
+            // The Replier answers Closed if the owner drops it unanswered.
+            rx.recv().map_err(|_| Error::Closed)?
+        };
+        let mut make = Some(ask);
+        REPLY
+            .try_with(|(tx, rx)| (make.take().expect("called once"))(tx, rx))
+            .unwrap_or_else(|_| {
+                // Thread-local storage is being torn down: use a fresh channel.
+                let (tx, rx) = bounded(1);
+                (make.take().expect("called once"))(&tx, &rx)
+            })
+    }
+
+    fn get(&self, dev: DeviceId, block: u64, mode: Mode, wait: bool) -> Result<u32, Error> {
+        match self.call(|reply| Msg::Get {
+            dev,
+            block,
+            mode,
+            wait,
+            reply,
+        })? {
+            Answer::Slot(slot) => Ok(slot),
+            other => unreachable!("owner answered Get with {other:?}"),
+        }
+    }
+
+    fn op(&self, kind: OpKind) -> Result<(), Error> {
+        self.call(|reply| Msg::Op { kind, reply }).map(drop)
+    }
+
+    /// A guard was dropped. Once every handle is gone, the drop waits for
+    /// the owner: if this was the last guard, it returns after the final
+    /// flush and the threads' exit. A send fails only when the owner is
+    /// gone (it panicked), and then there is nobody to tell.
+    pub(crate) fn put(&self, slot: u32, write: bool) {
+        // SeqCst pairs with the store in Handle::drop: either this put is
+        // seen by the owner before LastHandle (and LastHandle sees the
+        // guard count it leaves), or this guard sees handles_gone.
+        if self.handles_gone.load(Ordering::SeqCst) {
+            let answer = self.call(|reply| Msg::Put {
+                slot,
+                write,
+                reply: Some(reply),
+            });
+            self.join_if_stopping(answer);
+        } else {
+            let _ = self.tx.send(Msg::Put {
+                slot,
+                write,
+                reply: None,
+            });
+        }
+    }
+
+    fn join_if_stopping(&self, answer: Result<Answer, Error>) {
+        if let Ok(Answer::Stopping(true)) | Err(Error::Closed) = answer {
+            if let Some(t) = self.owner_thread.lock().take() {
+                if t.join().is_err() {
+                    log::error!("blockcache: the owner thread panicked");
+                }
+            }
+        }
+    }
+}
+
+/// The engine factory for `config`; `Auto` falls back to sync, saying so
+/// once per process.
+fn choose_engine(config: &Config) -> Result<Arc<dyn EngineFactory>, Error> {
+    if let Some(f) = &config.custom_engine {
+        return Ok(Arc::clone(f));
+    }
+    let depth = config.queue_depth;
+    Ok(match config.engine {
+        EngineKind::Sync => Arc::new(SyncFactory { depth }),
+        EngineKind::Uring => {
+            uring::probe()?;
+            Arc::new(UringFactory { depth })
+        }
+        EngineKind::Auto => match uring::probe() {
+            Ok(()) => Arc::new(UringFactory { depth }),
+            Err(e) => {
+                static WARNED: Once = Once::new();
+                WARNED.call_once(|| {
+                    log::warn!("blockcache: io_uring unavailable ({e}); using the sync engine")
+                });
+                Arc::new(SyncFactory { depth })
+            }
+        },
+    })
+}

@@ -1,0 +1,195 @@
+//! RAII block guards.
+//!
+//! # Why the byte access is sound
+//!
+//! A guard dereferences to its block's bytes through a raw pointer into
+//! the pool. The owner thread grants, for each slot, either any number of
+//! read guards or exactly one write guard, never both, and never while an
+//! I/O uses the slot (see the slot states in `owner`). A write guard is
+//! the only way to get `&mut [u8]` of a block, and it gives it out only
+//! through `&mut self`; so no block memory is reachable by two `&mut` at
+//! once, nor by a `&mut` and a `&`. The guard keeps the pool alive (an
+//! `Arc`) and tells the owner it is done only in `Drop`, after its last
+//! borrow has ended.
+//!
+//! # A write guard dropped during a panic
+//!
+//! It still marks the block dirty, like `parking_lot`'s locks, which do not
+//! poison: the cache cannot know which of the bytes the panicking code
+//! meant to keep, and discarding the block would also discard every
+//! earlier, completed change to it that has not been written back yet.
+//! Callers that need all-or-nothing updates of a block should build the
+//! new contents elsewhere and copy them in with one `copy_from_slice`.
+
+use crate::cache::Core;
+use crate::DeviceId;
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+/// Shared access to one block. Many may exist for a block at once; none
+/// while a [`WriteGuard`] does. Dropping it releases the block.
+///
+/// ```
+/// # use blockcache::{Cache, Config, EngineKind};
+/// # let f = tempfile::NamedTempFile::new().unwrap();
+/// # f.as_file().set_len(8 * 4096).unwrap();
+/// # let cache = Cache::new(Config::new(4096, 4).engine(EngineKind::Sync)).unwrap();
+/// # let dev = cache.open(f.path()).unwrap();
+/// let a = cache.read(dev, 1)?;
+/// let b = cache.read(dev, 1)?;            // readers share
+/// assert_eq!(a.len(), 4096);
+/// assert_eq!((a.device(), a.block()), (dev, 1));
+/// assert_eq!(&a[..], &b[..]);
+/// # Ok::<(), blockcache::Error>(())
+/// ```
+pub struct ReadGuard {
+    core: Arc<Core>,
+    ptr: NonNull<u8>,
+    slot: u32,
+    dev: DeviceId,
+    block: u64,
+}
+
+/// Exclusive access to one block. Dropping it marks the block dirty and
+/// releases it; the cache writes it back later (on flush, to make room, or
+/// when a third of the cache is dirty).
+///
+/// ```
+/// # use blockcache::{Cache, Config, EngineKind};
+/// # let f = tempfile::NamedTempFile::new().unwrap();
+/// # f.as_file().set_len(8 * 4096).unwrap();
+/// # let cache = Cache::new(Config::new(4096, 4).engine(EngineKind::Sync)).unwrap();
+/// # let dev = cache.open(f.path()).unwrap();
+/// let mut w = cache.write(dev, 2)?;
+/// w[0] = 0xab;
+/// drop(w);
+/// assert_eq!(cache.read(dev, 2)?[0], 0xab);
+/// # Ok::<(), blockcache::Error>(())
+/// ```
+pub struct WriteGuard {
+    core: Arc<Core>,
+    ptr: NonNull<u8>,
+    slot: u32,
+    dev: DeviceId,
+    block: u64,
+}
+
+// SAFETY: a guard is a capability granted by the owner thread, not tied to
+// the thread that asked; its Drop only sends a message. The bytes it
+// points at are not shared mutably with anyone while it lives (module docs).
+unsafe impl Send for ReadGuard {}
+// SAFETY: &ReadGuard only gives &[u8]; shared reads are what it grants.
+unsafe impl Sync for ReadGuard {}
+// SAFETY: as for ReadGuard: Drop only sends a message; exclusivity is
+// granted by the owner.
+unsafe impl Send for WriteGuard {}
+// SAFETY: &WriteGuard only gives &[u8]; &mut needs &mut WriteGuard.
+unsafe impl Sync for WriteGuard {}
+
+fn block_ptr(core: &Core, slot: u32) -> NonNull<u8> {
+    NonNull::new(core.pool.block_ptr(slot)).expect("pool memory is non-null")
+}
+
+impl ReadGuard {
+    pub(crate) fn new(core: Arc<Core>, slot: u32, dev: DeviceId, block: u64) -> ReadGuard {
+        ReadGuard {
+            ptr: block_ptr(&core, slot),
+            core,
+            slot,
+            dev,
+            block,
+        }
+    }
+
+    /// The device the block belongs to.
+    pub fn device(&self) -> DeviceId {
+        self.dev
+    }
+
+    /// The block number.
+    pub fn block(&self) -> u64 {
+        self.block
+    }
+}
+
+impl WriteGuard {
+    /// `zero`: fill the block with zeroes before handing it out (`zeroed`).
+    pub(crate) fn new(core: Arc<Core>, slot: u32, dev: DeviceId, block: u64, zero: bool) -> WriteGuard {
+        let mut g = WriteGuard {
+            ptr: block_ptr(&core, slot),
+            core,
+            slot,
+            dev,
+            block,
+        };
+        if zero {
+            g.fill(0);
+        }
+        g
+    }
+
+    /// The device the block belongs to.
+    pub fn device(&self) -> DeviceId {
+        self.dev
+    }
+
+    /// The block number.
+    pub fn block(&self) -> u64 {
+        self.block
+    }
+}
+
+impl Deref for ReadGuard {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: the owner granted this slot shared and keeps it resident,
+        // unwritten and unread by I/O until our Drop; the pool lives as long
+        // as `core` (module docs).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.core.pool.block_size()) }
+    }
+}
+
+impl Deref for WriteGuard {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: the owner granted this slot exclusively until our Drop;
+        // &self excludes a live &mut from deref_mut.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.core.pool.block_size()) }
+    }
+}
+
+impl DerefMut for WriteGuard {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: exclusive grant (as in deref) and &mut self: the only
+        // reference to these bytes anywhere.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.core.pool.block_size()) }
+    }
+}
+
+impl Drop for ReadGuard {
+    fn drop(&mut self) {
+        self.core.put(self.slot, false);
+    }
+}
+
+impl Drop for WriteGuard {
+    fn drop(&mut self) {
+        // Dirty even when unwinding: see "A write guard dropped during a
+        // panic" above.
+        self.core.put(self.slot, true);
+    }
+}
+
+impl fmt::Debug for ReadGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadGuard").field("dev", &self.dev).field("block", &self.block).finish()
+    }
+}
+
+impl fmt::Debug for WriteGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WriteGuard").field("dev", &self.dev).field("block", &self.block).finish()
+    }
+}

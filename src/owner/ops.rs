@@ -1,0 +1,396 @@
+//! Completions, and the operations that span many blocks and wait for I/O:
+//! flush, invalidate, close, abort, shutdown.
+//!
+//! An [`Op`] lives in a slab while it waits. It records the slots whose I/O
+//! it waits for; each completion removes its slot from every op waiting on
+//! it, and an op with nothing left to wait for moves to its next phase:
+//! writes → syncs → (for close) drain → reply.
+
+use super::{Answer, OpKind, Owner, QueueId, Replier, State};
+use crate::engine::{IoKind, IoRequest};
+use crate::error::{Error, IoFailure};
+use crate::owner::lists::List;
+use crate::stats::bump;
+use crate::DeviceId;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Writes,
+    Syncs,
+    /// Close only: wait out reads in flight, then drop the device.
+    Drain,
+}
+
+pub(crate) struct Op {
+    kind: OpKind,
+    reply: Option<Replier>,
+    phase: Phase,
+    /// Slots with I/O in flight this op waits for.
+    waiting: Vec<u32>,
+    syncs_pending: u32,
+    error: Option<IoFailure>,
+    /// Blocks this op could not make durable.
+    failed: u64,
+    /// Blocks this op wrote, per device (what a failed sync loses).
+    written: Vec<(DeviceId, u64)>,
+    /// A block of the device was held: invalidate reports Busy.
+    busy: bool,
+}
+
+impl Op {
+    fn note_error(&mut self, e: &IoFailure) {
+        if self.error.is_none() {
+            self.error = Some(e.clone());
+        }
+    }
+
+    fn device(&self) -> Option<DeviceId> {
+        Op::device_of(&self.kind)
+    }
+}
+
+impl Owner {
+    pub(super) fn completed(&mut self, req: IoRequest, result: Result<(), IoFailure>) {
+        if let Some(d) = self.devices.get_mut(&req.dev) {
+            d.in_flight -= 1;
+        }
+        if let Err(e) = &result {
+            bump(&self.counters.io_errors);
+            log::debug!("blockcache: {:?} of {:?} block {} failed: {:?}", req.kind, req.dev, req.block, e);
+        }
+        match req.kind {
+            IoKind::Fsync => return self.sync_done(req.tag as usize, req.dev, result),
+            IoKind::Read => self.read_done(req.tag as u32, result.as_ref().err()),
+            IoKind::Write => self.write_done(req.tag as u32, req.dev, result.as_ref().err()),
+        }
+        // Dropping `req` releases the buffer token: the slot is ours again.
+        drop(req);
+    }
+
+    fn read_done(&mut self, slot: u32, err: Option<&IoFailure>) {
+        debug_assert_eq!(self.slots[slot as usize].state, State::Reading);
+        match err {
+            None => {
+                self.slots[slot as usize].state = State::Resident;
+                self.lists.move_to(slot, super::lists::List::Clean);
+                self.serve_block(slot);
+            }
+            Some(e) => {
+                // Every waiter hears the error; nothing stays cached, so a
+                // retry reads again (and a failed prefetch is never written
+                // back: LVM bug B).
+                self.fail_waiters(QueueId::Block(slot), e);
+                self.free_slot(slot);
+            }
+        }
+        self.slot_io_done(slot, err);
+    }
+
+    fn write_done(&mut self, slot: u32, dev: DeviceId, err: Option<&IoFailure>) {
+        debug_assert_eq!(self.slots[slot as usize].state, State::Writing);
+        self.writes_in_flight -= 1;
+        let s = &mut self.slots[slot as usize];
+        s.state = State::Resident;
+        match err {
+            None => {
+                // Written: clean now, and the dirty count drops with it
+                // (LVM bug A: its counter never went down).
+                s.dirty = false;
+                s.error = None;
+                self.lists.move_to(slot, List::Clean);
+                if let Some(d) = self.devices.get_mut(&dev) {
+                    d.unsynced = true;
+                }
+            }
+            Some(e) => {
+                // Nothing is lost: the block stays dirty, on Errored, until
+                // a flush writes it.
+                s.error = Some(e.clone());
+                self.lists.move_to(slot, List::Errored);
+            }
+        }
+        self.serve_block(slot);
+        self.slot_io_done(slot, err);
+    }
+
+    /// Tell every op waiting for `slot`'s I/O that it finished.
+    fn slot_io_done(&mut self, slot: u32, err: Option<&IoFailure>) {
+        let ids: Vec<usize> = self
+            .ops
+            .iter()
+            .filter(|(_, op)| op.waiting.contains(&slot))
+            .map(|(id, _)| id)
+            .collect();
+        for id in ids {
+            let op = &mut self.ops[id];
+            op.waiting.retain(|&s| s != slot);
+            if let Some(e) = err {
+                if op.phase == Phase::Writes && !matches!(op.kind, OpKind::Abort(_)) {
+                    op.note_error(e);
+                    op.failed += 1;
+                }
+            }
+            match op.kind {
+                OpKind::Invalidate(..) => self.drop_if_clean(id, slot),
+                OpKind::Abort(_) => self.drop_unheld(slot),
+                _ => {}
+            }
+            self.advance(id);
+        }
+    }
+
+    fn sync_done(&mut self, id: usize, dev: DeviceId, result: Result<(), IoFailure>) {
+        match result {
+            Ok(()) => bump(&self.counters.syncs),
+            Err(e) => {
+                // The kernel may have dropped the writes it was syncing:
+                // count them lost and sync again next time.
+                if let Some(d) = self.devices.get_mut(&dev) {
+                    d.unsynced = true;
+                }
+                let op = &mut self.ops[id];
+                op.note_error(&e);
+                op.failed += op.written.iter().filter(|w| w.0 == dev).map(|w| w.1).sum::<u64>();
+            }
+        }
+        self.ops[id].syncs_pending -= 1;
+        self.advance(id);
+    }
+
+    pub(super) fn start_op(&mut self, kind: OpKind, reply: Option<Replier>) {
+        if let Some(dev) = Op::device_of(&kind) {
+            let Some(d) = self.devices.get(&dev).filter(|d| !d.closing) else {
+                if let Some(r) = reply {
+                    r.send(Err(Error::UnknownDevice));
+                }
+                return;
+            };
+            if let OpKind::Invalidate(_, Some(block)) = kind {
+                if block >= d.blocks {
+                    if let Some(r) = reply {
+                        r.send(Err(Error::OutOfRange { dev, block }));
+                    }
+                    return;
+                }
+            }
+        }
+        let mut op = Op {
+            kind,
+            reply,
+            phase: Phase::Writes,
+            waiting: Vec::new(),
+            syncs_pending: 0,
+            error: None,
+            failed: 0,
+            written: Vec::new(),
+            busy: false,
+        };
+        match op.kind {
+            OpKind::Flush(dev) => self.write_dirty(&mut op, dev),
+            OpKind::Shutdown | OpKind::Final => self.write_dirty(&mut op, None),
+            OpKind::Close(dev) => {
+                if self.device_busy(dev) {
+                    return op.reply.take().map_or((), |r| r.send(Err(Error::Busy)));
+                }
+                self.devices.get_mut(&dev).expect("checked above").closing = true;
+                self.write_dirty(&mut op, Some(dev));
+            }
+            OpKind::Abort(dev) => {
+                if self.device_busy(dev) {
+                    return op.reply.take().map_or((), |r| r.send(Err(Error::Busy)));
+                }
+                for slot in self.device_slots(dev) {
+                    match self.slots[slot as usize].state {
+                        State::Reading | State::Writing => op.waiting.push(slot),
+                        _ => self.drop_unheld(slot),
+                    }
+                }
+            }
+            OpKind::Invalidate(dev, block) => {
+                let slots = match block {
+                    Some(b) => self.index.get(&(dev, b)).copied().into_iter().collect(),
+                    None => self.device_slots(dev),
+                };
+                for slot in slots {
+                    let s = &self.slots[slot as usize];
+                    if s.held() {
+                        // Never write back or clean a block someone holds
+                        // (LVM bug C); it stays as its holder left it.
+                        op.busy = true;
+                    } else if matches!(s.state, State::Reading | State::Writing) {
+                        op.waiting.push(slot);
+                    } else if s.dirty {
+                        self.issue_write(slot);
+                        op.waiting.push(slot);
+                        op.written.push((dev, 1));
+                    } else {
+                        self.free_slot(slot);
+                    }
+                }
+            }
+        }
+        let id = self.ops.insert(op);
+        self.advance(id);
+    }
+
+    /// Start writing every unheld dirty block of `dev` (all devices for
+    /// `None`), oldest first, and wait for those already being written.
+    fn write_dirty(&mut self, op: &mut Op, dev: Option<DeviceId>) {
+        let mine = |o: &Owner, s: u32| dev.is_none_or(|d| o.slots[s as usize].key.0 == d);
+        for list in [List::Dirty, List::Errored] {
+            for slot in self.lists.collect(list) {
+                if mine(self, slot) {
+                    self.issue_write(slot);
+                    op.waiting.push(slot);
+                    let d = self.slots[slot as usize].key.0;
+                    match op.written.iter_mut().find(|w| w.0 == d) {
+                        Some(w) => w.1 += 1,
+                        None => op.written.push((d, 1)),
+                    }
+                }
+            }
+        }
+        for slot in self.lists.collect(List::IoPending) {
+            if mine(self, slot) && self.slots[slot as usize].state == State::Writing && !op.waiting.contains(&slot) {
+                op.waiting.push(slot);
+            }
+        }
+    }
+
+    /// Move op `id` on as far as it can go without waiting; reply and
+    /// retire it at the end.
+    fn advance(&mut self, id: usize) {
+        if !self.ops[id].waiting.is_empty() {
+            return;
+        }
+        let op = &self.ops[id];
+        let syncs = matches!(op.kind, OpKind::Flush(_) | OpKind::Close(_) | OpKind::Shutdown | OpKind::Final);
+        if op.phase == Phase::Writes && syncs {
+            let devs: Vec<DeviceId> = self
+                .devices
+                .iter()
+                .filter(|(d, dev)| dev.unsynced && op.device().is_none_or(|o| o == **d))
+                .map(|(d, _)| *d)
+                .collect();
+            self.ops[id].phase = Phase::Syncs;
+            for dev in devs {
+                self.ops[id].syncs_pending += 1;
+                self.issue_fsync(dev, id);
+            }
+        }
+        let op = &self.ops[id];
+        if op.syncs_pending > 0 {
+            return;
+        }
+        if let OpKind::Close(dev) = op.kind {
+            if op.error.is_some() {
+                self.devices.get_mut(&dev).expect("closing device is open").closing = false;
+            } else if op.phase != Phase::Drain {
+                // Everything is written and synced; wait out reads in flight
+                // (prefetches), then drop every block and the device.
+                self.ops[id].phase = Phase::Drain;
+                for slot in self.device_slots(dev) {
+                    match self.slots[slot as usize].state {
+                        State::Reading => self.ops[id].waiting.push(slot),
+                        _ => self.drop_unheld(slot),
+                    }
+                }
+                if !self.ops[id].waiting.is_empty() {
+                    return;
+                }
+            }
+            if self.ops[id].error.is_none() {
+                for slot in self.device_slots(dev) {
+                    self.drop_unheld(slot);
+                }
+                if let Some(mut d) = self.devices.remove(&dev) {
+                    // No I/O in flight for it (rule 3): stop cannot wait on us.
+                    d.engine.stop();
+                }
+            }
+        }
+        let op = self.ops.remove(id);
+        self.finish(op);
+    }
+
+    fn finish(&mut self, op: Op) {
+        let result = match (&op.kind, op.error) {
+            (OpKind::Shutdown, Some(e)) => Err(Error::Unwritten {
+                blocks: op.failed,
+                source: e.to_io(),
+            }),
+            (OpKind::Final, Some(e)) => {
+                log::error!(
+                    "blockcache: {} dirty blocks could not be written at shutdown: {}",
+                    op.failed,
+                    e.to_io()
+                );
+                Ok(Answer::Unit)
+            }
+            (_, Some(e)) => Err(e.into()),
+            (OpKind::Invalidate(..), None) if op.busy => Err(Error::Busy),
+            _ => Ok(Answer::Unit),
+        };
+        if let OpKind::Final = op.kind {
+            let exiting = self.may_exit();
+            if let Some(r) = op.reply {
+                r.send(Ok(Answer::Stopping(exiting)));
+            }
+            if exiting {
+                self.request_exit();
+            }
+            return;
+        }
+        if let Some(r) = op.reply {
+            r.send(result);
+        }
+    }
+
+    /// Invalidate: drop `slot` now that its I/O is done, if it is clean and
+    /// unheld; a failed writeback keeps it (dirty) and fails the op.
+    fn drop_if_clean(&mut self, id: usize, slot: u32) {
+        let s = &self.slots[slot as usize];
+        if s.state != State::Resident {
+            return; // a failed read already freed it
+        }
+        if s.held() {
+            self.ops[id].busy = true;
+        } else if !s.dirty {
+            self.free_slot(slot);
+        }
+    }
+
+    /// Drop `slot` unless a guard holds it (dirty data is discarded).
+    fn drop_unheld(&mut self, slot: u32) {
+        let s = &self.slots[slot as usize];
+        if s.state == State::Resident && !s.held() {
+            self.free_slot(slot);
+        }
+    }
+
+    /// Slots holding blocks of `dev`.
+    fn device_slots(&self, dev: DeviceId) -> Vec<u32> {
+        (0..self.slots.len() as u32)
+            .filter(|&s| {
+                let slot = &self.slots[s as usize];
+                slot.state != State::Free && slot.key.0 == dev
+            })
+            .collect()
+    }
+
+    /// A block of `dev` is held or has gets queued for it.
+    fn device_busy(&self, dev: DeviceId) -> bool {
+        self.waiters.iter().any(|(_, w)| w.dev == dev)
+            || self.device_slots(dev).iter().any(|&s| self.slots[s as usize].held())
+    }
+}
+
+impl Op {
+    fn device_of(kind: &OpKind) -> Option<DeviceId> {
+        match *kind {
+            OpKind::Flush(d) => d,
+            OpKind::Invalidate(d, _) | OpKind::Close(d) | OpKind::Abort(d) => Some(d),
+            OpKind::Shutdown | OpKind::Final => None,
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! Shared by the integration tests: real files with a known pattern, and
+//! the engines to run each test on.
+#![allow(dead_code)]
+
+use blockcache::{Cache, Config, EngineKind};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+use tempfile::NamedTempFile;
+
+/// The byte at `offset` of a fresh test file: differs per block and within.
+pub fn pattern(offset: u64) -> u8 {
+    let block = offset / 512;
+    (block.wrapping_mul(31) ^ (offset % 251)) as u8
+}
+
+/// A file of `bytes` bytes holding `pattern`, on a filesystem with O_DIRECT
+/// (/var/tmp; /tmp may be tmpfs).
+pub fn patterned_file(bytes: u64) -> NamedTempFile {
+    let mut f = NamedTempFile::new_in("/var/tmp").expect("temp file in /var/tmp");
+    let data: Vec<u8> = (0..bytes).map(pattern).collect();
+    f.write_all(&data).unwrap();
+    f.as_file().sync_all().unwrap();
+    f
+}
+
+/// The file's bytes at `offset..offset+len`, read around the cache.
+pub fn file_bytes(path: &Path, offset: u64, len: usize) -> Vec<u8> {
+    let mut f = std::fs::File::open(path).unwrap();
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    let mut buf = vec![0; len];
+    f.read_exact(&mut buf).unwrap();
+    buf
+}
+
+/// The engines to test on: Sync always; Uring where the kernel allows it
+/// (skipped with a printed reason otherwise).
+pub fn engines() -> Vec<EngineKind> {
+    let mut v = vec![EngineKind::Sync];
+    match Cache::new(Config::new(4096, 1).engine(EngineKind::Uring)) {
+        Ok(_) => v.push(EngineKind::Uring),
+        Err(e) => eprintln!("skipping io_uring: {e}"),
+    }
+    v
+}
+
+pub fn cache(kind: EngineKind, block_size: usize, capacity: usize) -> Cache {
+    Cache::new(Config::new(block_size, capacity).engine(kind)).expect("cache")
+}
