@@ -81,9 +81,10 @@ impl Cache {
     fn pieces(&self, dev: DeviceId, offset: u64, len: u64) -> Result<Vec<Piece>, Error> {
         let bs = self.block_size() as u64;
         let blocks = self.device_blocks(dev)?;
-        let end = offset
-            .checked_add(len)
-            .ok_or(Error::OutOfRange { dev, block: offset / bs })?;
+        let end = offset.checked_add(len).ok_or(Error::OutOfRange {
+            dev,
+            block: offset / bs,
+        })?;
         if end > blocks.saturating_mul(bs) {
             return Err(Error::OutOfRange {
                 dev,

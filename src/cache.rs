@@ -144,12 +144,9 @@ impl Cache {
         let dev = DeviceId(core.next_dev.fetch_add(1, Ordering::Relaxed));
         // Started here, on the caller's thread, so engine threads do not
         // inherit the pinned owner's CPU affinity.
-        let engine = core.factory.start(
-            Arc::clone(&file),
-            Completer {
-                tx: core.tx.clone(),
-            },
-        )?;
+        let engine = core
+            .factory
+            .start(Arc::clone(&file), Completer { tx: core.tx.clone() })?;
         core.call(|reply| Msg::Open {
             dev,
             file,

@@ -1,7 +1,7 @@
 //! Cache configuration: block size, capacity, I/O engine, owner pinning.
 
-use crate::error::Error;
 use crate::engine::EngineFactory;
+use crate::error::Error;
 use std::fmt;
 use std::sync::Arc;
 
@@ -139,7 +139,11 @@ impl Config {
                 u32::MAX
             )));
         }
-        if self.capacity.checked_mul(bs).is_none_or(|b| b > isize::MAX as usize) {
+        if self
+            .capacity
+            .checked_mul(bs)
+            .is_none_or(|b| b > isize::MAX as usize)
+        {
             return Err(Error::InvalidConfig(format!(
                 "a pool of {} blocks of {bs} bytes does not fit in memory",
                 self.capacity

@@ -184,12 +184,18 @@ impl Drop for WriteGuard {
 
 impl fmt::Debug for ReadGuard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ReadGuard").field("dev", &self.dev).field("block", &self.block).finish()
+        f.debug_struct("ReadGuard")
+            .field("dev", &self.dev)
+            .field("block", &self.block)
+            .finish()
     }
 }
 
 impl fmt::Debug for WriteGuard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WriteGuard").field("dev", &self.dev).field("block", &self.block).finish()
+        f.debug_struct("WriteGuard")
+            .field("dev", &self.dev)
+            .field("block", &self.block)
+            .finish()
     }
 }

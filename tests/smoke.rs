@@ -10,7 +10,11 @@ fn smoke() {
         assert_eq!(cache.device_blocks(dev).unwrap(), 64);
         for b in 0..64u64 {
             let g = cache.read(dev, b).unwrap();
-            assert_eq!(&g[..], &file_bytes(f.path(), b * 4096, 4096)[..], "{kind:?} block {b}");
+            assert_eq!(
+                &g[..],
+                &file_bytes(f.path(), b * 4096, 4096)[..],
+                "{kind:?} block {b}"
+            );
         }
         {
             let mut w = cache.write(dev, 5).unwrap();

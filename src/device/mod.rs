@@ -54,7 +54,10 @@ impl DeviceFile {
             };
             return Err(Error::Io(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("{} is {what}: only files and block devices can be cached", path.display()),
+                format!(
+                    "{} is {what}: only files and block devices can be cached",
+                    path.display()
+                ),
             )));
         }
         let open = |direct: bool| {
@@ -75,9 +78,15 @@ impl DeviceFile {
         };
         let block_device = ft.is_block_device();
         let (size_bytes, logical_block_size) = if block_device {
-            (ioctl_u64(&file, BLKGETSIZE64)?, ioctl_int(&file, BLKSSZGET)? as u32)
+            (
+                ioctl_u64(&file, BLKGETSIZE64)?,
+                ioctl_int(&file, BLKSSZGET)? as u32,
+            )
         } else {
-            (file.metadata()?.len(), if direct { dio_alignment(&file) } else { 1 })
+            (
+                file.metadata()?.len(),
+                if direct { dio_alignment(&file) } else { 1 },
+            )
         };
         Ok(DeviceFile {
             file,

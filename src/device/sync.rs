@@ -73,7 +73,8 @@ impl SyncEngine {
     /// every worker died (a panic), since live workers drain the channel.
     fn fail_leftovers(&self) {
         for req in self.rx.try_iter() {
-            self.done.complete(req, Err(io::Error::other("blockcache sync workers have exited")));
+            self.done
+                .complete(req, Err(io::Error::other("blockcache sync workers have exited")));
         }
     }
 }
@@ -84,7 +85,9 @@ impl Engine for SyncEngine {
             // The channel is unbounded and we hold a receiver, so this
             // cannot fail.
             Some(tx) => drop(tx.send(req)),
-            None => self.done.complete(req, Err(io::Error::other("engine is stopped"))),
+            None => self
+                .done
+                .complete(req, Err(io::Error::other("engine is stopped"))),
         }
     }
 
@@ -116,7 +119,10 @@ fn perform(device: &DeviceFile, req: &mut IoRequest) -> io::Result<()> {
         return retry_eintr(|| device.file().sync_data());
     }
     let Some(buf) = req.buffer_mut() else {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "read or write without a buffer"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "read or write without a buffer",
+        ));
     };
     let len = buf.len();
     let file = device.file();
@@ -164,7 +170,9 @@ pub(super) fn short_transfer(kind: IoKind, offset: u64, done: usize, len: usize)
         ),
         _ => io::Error::new(
             io::ErrorKind::WriteZero,
-            format!("device took no more data at byte {end}: write of {len} bytes at offset {offset} sent {done}"),
+            format!(
+                "device took no more data at byte {end}: write of {len} bytes at offset {offset} sent {done}"
+            ),
         ),
     }
 }
@@ -285,7 +293,11 @@ pub(super) mod conformance {
 
         // Once stopped, the engine's threads are gone: they released the
         // device and their completers.
-        assert_eq!(Arc::strong_count(&dev), 1, "an engine thread still holds the device");
+        assert_eq!(
+            Arc::strong_count(&dev),
+            1,
+            "an engine thread still holds the device"
+        );
         drop(engine);
         assert!(rx.recv().is_err(), "an engine thread still holds a completer");
         direct
@@ -303,12 +315,7 @@ pub(super) mod conformance {
         }
     }
 
-    fn writes_reach_the_file(
-        engine: &mut dyn Engine,
-        pool: &Arc<Pool>,
-        rx: &Receiver<Msg>,
-        path: &Path,
-    ) {
+    fn writes_reach_the_file(engine: &mut dyn Engine, pool: &Arc<Pool>, rx: &Receiver<Msg>, path: &Path) {
         let mut req = request(pool, 3, IoKind::Write, 5);
         req.buffer_mut().unwrap().fill(0xA5);
         engine.submit(req);
@@ -338,11 +345,7 @@ pub(super) mod conformance {
         assert!(collect(rx, 1)[0].1.is_ok());
     }
 
-    fn more_requests_than_depth_all_complete(
-        engine: &mut dyn Engine,
-        pool: &Arc<Pool>,
-        rx: &Receiver<Msg>,
-    ) {
+    fn more_requests_than_depth_all_complete(engine: &mut dyn Engine, pool: &Arc<Pool>, rx: &Receiver<Msg>) {
         // Each slot's buffer cleared first, so stale bytes from the first
         // check cannot pass for a read.
         for tag in 0..64 {
@@ -365,7 +368,12 @@ pub(super) mod conformance {
         engine.unplug();
         for (req, result) in collect(rx, 2) {
             let err = result.expect_err("read past EOF reported success");
-            assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "block {}: {err}", req.block);
+            assert_eq!(
+                err.kind(),
+                io::ErrorKind::UnexpectedEof,
+                "block {}: {err}",
+                req.block
+            );
             let at = (req.block * BS as u64).to_string();
             assert!(err.to_string().contains(&at), "error names no offset: {err}");
         }

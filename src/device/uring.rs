@@ -174,9 +174,9 @@ impl UringEngine {
                     }
                 })?
         };
-        let setup = ready_rx.recv().unwrap_or_else(|_| {
-            Err(io::Error::other("blockcache ring thread died during setup"))
-        });
+        let setup = ready_rx
+            .recv()
+            .unwrap_or_else(|_| Err(io::Error::other("blockcache ring thread died during setup")));
         if let Err(e) = setup {
             let _ = ring_thread.join();
             return Err(e);
@@ -211,7 +211,9 @@ impl Engine for UringEngine {
                 let _ = tx.send(req);
                 self.unrung = true;
             }
-            None => self.done.complete(req, Err(io::Error::other("engine is stopped"))),
+            None => self
+                .done
+                .complete(req, Err(io::Error::other("engine is stopped"))),
         }
     }
 
@@ -322,7 +324,10 @@ impl Ring {
         });
         self.push_io(key);
         #[cfg(test)]
-        assert!(!panic_after_push, "test hook: ring thread panics with I/O in flight");
+        assert!(
+            !panic_after_push,
+            "test hook: ring thread panics with I/O in flight"
+        );
     }
 
     /// Push the SQE for what is left of `inflight[key]`.
@@ -331,9 +336,7 @@ impl Ring {
         let f = &mut self.inflight[key];
         let offset = f.req.offset + f.done as u64;
         let entry = match (f.req.kind, f.req.buf.as_mut()) {
-            (IoKind::Fsync, _) => opcode::Fsync::new(fd)
-                .flags(types::FsyncFlags::DATASYNC)
-                .build(),
+            (IoKind::Fsync, _) => opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build(),
             (kind, Some(buf)) => {
                 // done < len, so this stays inside the block.
                 let ptr = buf.as_mut_ptr().wrapping_add(f.done);
@@ -459,7 +462,9 @@ impl Ring {
             if f.done >= len {
                 Ok(())
             } else if !live {
-                Err(io::Error::other("ring thread stopped before the transfer finished"))
+                Err(io::Error::other(
+                    "ring thread stopped before the transfer finished",
+                ))
             } else if res == 0 || ends_at_eof(&self.device, kind, f.done) {
                 Err(short_transfer(kind, offset, f.done, len))
             } else {
@@ -476,7 +481,8 @@ impl Drop for Ring {
     /// buffer may be freed while the kernel can still write to it.
     fn drop(&mut self) {
         for req in self.rx.try_iter() {
-            self.done.complete(req, Err(io::Error::other("blockcache ring thread stopped")));
+            self.done
+                .complete(req, Err(io::Error::other("blockcache ring thread stopped")));
         }
         if self.bell_armed {
             ring_bell(&self.bell);
@@ -660,7 +666,10 @@ mod scratch {
     #[test]
     #[ignore]
     fn scratch_idle_and_latency() {
-        for factory in [&UringFactory { depth: 64 } as &dyn EngineFactory, &crate::device::sync::SyncFactory { depth: 64 }] {
+        for factory in [
+            &UringFactory { depth: 64 } as &dyn EngineFactory,
+            &crate::device::sync::SyncFactory { depth: 64 },
+        ] {
             let (_tmp, dev) = conformance::device_file(std::path::Path::new("/var/tmp"), 1024, 0);
             let pool = Pool::new(conformance::BS, 64);
             let (done, rx) = completer();
@@ -675,20 +684,34 @@ mod scratch {
                 lat.push(t.elapsed().as_micros() as u64);
             }
             lat.sort();
-            println!("QD1 p50 {} p99 {}", lat[lat.len()/2], lat[lat.len()*99/100]);
+            println!("QD1 p50 {} p99 {}", lat[lat.len() / 2], lat[lat.len() * 99 / 100]);
             // QD32 throughput
             let t = Instant::now();
             let n = 20000u64;
             let mut out = 0;
             let mut next = 0u64;
-            while next < 32 { engine.submit(request(&pool, next, IoKind::Read, (next * 7919) % 1024)); next += 1; out += 1; }
+            while next < 32 {
+                engine.submit(request(&pool, next, IoKind::Read, (next * 7919) % 1024));
+                next += 1;
+                out += 1;
+            }
             engine.unplug();
             let mut got = 0;
             while got < n {
                 let (req, r) = conformance::completion(rx.recv().unwrap());
-                r.unwrap(); got += 1; out -= 1;
-                if next < n { let slot = req.tag; drop(req); engine.submit(request(&pool, slot, IoKind::Read, (next * 7919) % 1024)); next += 1; out += 1;
-                  if rx.is_empty() { engine.unplug(); } }
+                r.unwrap();
+                got += 1;
+                out -= 1;
+                if next < n {
+                    let slot = req.tag;
+                    drop(req);
+                    engine.submit(request(&pool, slot, IoKind::Read, (next * 7919) % 1024));
+                    next += 1;
+                    out += 1;
+                    if rx.is_empty() {
+                        engine.unplug();
+                    }
+                }
             }
             let _ = out;
             println!("QD32 {:.0} IOPS", n as f64 / t.elapsed().as_secs_f64());

@@ -46,7 +46,9 @@ impl Owner {
         if !wait {
             // try_*: granted now or WouldBlock, never a wait or an I/O.
             return match resident {
-                Some(slot) if hit && self.slots[slot as usize].waiters.is_empty() && self.grantable(slot, mode) => {
+                Some(slot)
+                    if hit && self.slots[slot as usize].waiters.is_empty() && self.grantable(slot, mode) =>
+                {
                     self.count_get(mode, true);
                     self.grant(slot, mode, reply);
                 }
@@ -114,9 +116,7 @@ impl Owner {
 
     fn grantable(&self, slot: u32, mode: Mode) -> bool {
         let s = &self.slots[slot as usize];
-        s.state == State::Resident
-            && !s.writer
-            && (mode == Mode::Read || s.readers == 0)
+        s.state == State::Resident && !s.writer && (mode == Mode::Read || s.readers == 0)
     }
 
     fn grant(&mut self, slot: u32, mode: Mode, reply: Replier) {

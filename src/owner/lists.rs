@@ -142,10 +142,17 @@ mod tests {
         assert_eq!(l.collect(List::Dirty), vec![2, 0]);
         assert_eq!(l.head(List::Clean), Some(4));
         assert_eq!(l.list_of(4), List::Clean);
-        let total: u32 = [List::Free, List::Clean, List::Dirty, List::Errored, List::IoPending, List::Held]
-            .iter()
-            .map(|&x| l.len(x))
-            .sum();
+        let total: u32 = [
+            List::Free,
+            List::Clean,
+            List::Dirty,
+            List::Errored,
+            List::IoPending,
+            List::Held,
+        ]
+        .iter()
+        .map(|&x| l.len(x))
+        .sum();
         assert_eq!(total, 5);
     }
 }

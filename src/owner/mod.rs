@@ -136,7 +136,10 @@ pub(crate) enum Msg {
         write: bool,
         reply: Option<Replier>,
     },
-    Prefetch { dev: DeviceId, block: u64 },
+    Prefetch {
+        dev: DeviceId,
+        block: u64,
+    },
     Open {
         dev: DeviceId,
         file: Arc<DeviceFile>,
@@ -144,10 +147,18 @@ pub(crate) enum Msg {
         blocks: u64,
         reply: Replier,
     },
-    DeviceBlocks { dev: DeviceId, reply: Replier },
-    Op { kind: OpKind, reply: Replier },
+    DeviceBlocks {
+        dev: DeviceId,
+        reply: Replier,
+    },
+    Op {
+        kind: OpKind,
+        reply: Replier,
+    },
     /// The last `Cache` handle was dropped.
-    LastHandle { reply: Replier },
+    LastHandle {
+        reply: Replier,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -433,7 +444,10 @@ impl Owner {
             offset: block * bs,
             buf: Some(BlockBuf::new(&self.pool, slot)),
         };
-        let d = self.devices.get_mut(&dev).expect("a resident block's device is open");
+        let d = self
+            .devices
+            .get_mut(&dev)
+            .expect("a resident block's device is open");
         d.in_flight += 1;
         d.plugged = true;
         d.engine.submit(req);

@@ -56,7 +56,13 @@ impl Owner {
         }
         if let Err(e) = &result {
             bump(&self.counters.io_errors);
-            log::debug!("blockcache: {:?} of {:?} block {} failed: {:?}", req.kind, req.dev, req.block, e);
+            log::debug!(
+                "blockcache: {:?} of {:?} block {} failed: {:?}",
+                req.kind,
+                req.dev,
+                req.block,
+                e
+            );
         }
         match req.kind {
             IoKind::Fsync => return self.sync_done(req.tag as usize, req.dev, result),
@@ -251,7 +257,10 @@ impl Owner {
             }
         }
         for slot in self.lists.collect(List::IoPending) {
-            if mine(self, slot) && self.slots[slot as usize].state == State::Writing && !op.waiting.contains(&slot) {
+            if mine(self, slot)
+                && self.slots[slot as usize].state == State::Writing
+                && !op.waiting.contains(&slot)
+            {
                 op.waiting.push(slot);
             }
         }
@@ -264,7 +273,10 @@ impl Owner {
             return;
         }
         let op = &self.ops[id];
-        let syncs = matches!(op.kind, OpKind::Flush(_) | OpKind::Close(_) | OpKind::Shutdown | OpKind::Final);
+        let syncs = matches!(
+            op.kind,
+            OpKind::Flush(_) | OpKind::Close(_) | OpKind::Shutdown | OpKind::Final
+        );
         if op.phase == Phase::Writes && syncs {
             let devs: Vec<DeviceId> = self
                 .devices
@@ -284,7 +296,10 @@ impl Owner {
         }
         if let OpKind::Close(dev) = op.kind {
             if op.error.is_some() {
-                self.devices.get_mut(&dev).expect("closing device is open").closing = false;
+                self.devices
+                    .get_mut(&dev)
+                    .expect("closing device is open")
+                    .closing = false;
             } else if op.phase != Phase::Drain {
                 // Everything is written and synced; wait out reads in flight
                 // (prefetches), then drop every block and the device.
@@ -381,7 +396,10 @@ impl Owner {
     /// A block of `dev` is held or has gets queued for it.
     fn device_busy(&self, dev: DeviceId) -> bool {
         self.waiters.iter().any(|(_, w)| w.dev == dev)
-            || self.device_slots(dev).iter().any(|&s| self.slots[s as usize].held())
+            || self
+                .device_slots(dev)
+                .iter()
+                .any(|&s| self.slots[s as usize].held())
     }
 }
 
