@@ -193,7 +193,17 @@ impl Owner {
         };
         match op.kind {
             OpKind::Flush(dev) => self.write_dirty(&mut op, dev),
-            OpKind::Shutdown | OpKind::Final => self.write_dirty(&mut op, None),
+            OpKind::Shutdown => self.write_dirty(&mut op, None),
+            OpKind::Final => {
+                self.write_dirty(&mut op, None);
+                // Wait out reads in flight too (prefetches), so the threads
+                // can stop as soon as this op ends.
+                for slot in self.lists.collect(List::IoPending) {
+                    if self.slots[slot as usize].state == State::Reading {
+                        op.waiting.push(slot);
+                    }
+                }
+            }
             OpKind::Close(dev) => {
                 if self.device_busy(dev) {
                     return op.reply.take().map_or((), |r| r.send(Err(Error::Busy)));
