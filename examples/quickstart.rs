@@ -21,7 +21,7 @@ fn main() -> Result<(), Error> {
     println!(
         "file:    {} ({} MiB)",
         file.path().display(),
-        FILE_BLOCKS * BLOCK as u64 >> 20
+        (FILE_BLOCKS * BLOCK as u64) >> 20
     );
 
     let cache = Cache::new(Config::new(BLOCK, CACHE_BLOCKS))?;

@@ -54,7 +54,6 @@ pub(crate) struct Core {
     pub(crate) pool: Arc<Pool>,
     counters: Arc<Counters>,
     factory: Arc<dyn EngineFactory>,
-    next_dev: AtomicU64,
     /// Set when the last handle is dropped: guards then wait on their put.
     handles_gone: AtomicBool,
     owner_thread: Mutex<Option<JoinHandle<()>>>,
@@ -74,7 +73,7 @@ impl Cache {
     pub fn new(config: Config) -> Result<Cache, Error> {
         config.validate()?;
         let factory = choose_engine(&config)?;
-        let pool = Pool::new(config.block_size, config.capacity);
+        let pool = Pool::new(config.block_size, config.capacity)?;
         let counters = Arc::new(Counters::default());
         let (tx, rx) = bounded(OWNER_CHANNEL);
         let thread = owner::spawn(
@@ -89,7 +88,6 @@ impl Cache {
             pool,
             counters,
             factory,
-            next_dev: AtomicU64::new(1),
             handles_gone: AtomicBool::new(false),
             owner_thread: Mutex::new(Some(thread)),
         });
@@ -141,7 +139,10 @@ impl Cache {
         let blocks = file.size_bytes() / bs;
         let file = Arc::new(file);
         let core = self.core();
-        let dev = DeviceId(core.next_dev.fetch_add(1, Ordering::Relaxed));
+        // Ids come from one process-wide counter, so a DeviceId of another
+        // cache is never mistaken for one of ours.
+        static NEXT_DEV: AtomicU64 = AtomicU64::new(1);
+        let dev = DeviceId(NEXT_DEV.fetch_add(1, Ordering::Relaxed));
         // Started here, on the caller's thread, so engine threads do not
         // inherit the pinned owner's CPU affinity.
         let engine = core

@@ -2,6 +2,7 @@
 //! bytes, made when the cache starts and freed when the last reference
 //! (cache, guard, or an I/O buffer token held by an engine) is gone.
 
+use crate::error::Error;
 use std::alloc::{self, Layout};
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -28,20 +29,25 @@ unsafe impl Send for Pool {}
 unsafe impl Sync for Pool {}
 
 impl Pool {
-    /// Allocate `capacity` zeroed blocks. The caller has validated that the
-    /// product fits (`Config::validate`).
-    pub(crate) fn new(block_size: usize, capacity: usize) -> Arc<Pool> {
-        let layout = Layout::from_size_align(block_size * capacity, ALIGN)
-            .expect("Config::validate bounds the pool size");
+    /// Allocate `capacity` zeroed blocks; `InvalidConfig` when the memory
+    /// cannot be had (the caller has checked the product fits a `usize`).
+    pub(crate) fn new(block_size: usize, capacity: usize) -> Result<Arc<Pool>, Error> {
+        let bytes = block_size * capacity;
+        let layout = Layout::from_size_align(bytes, ALIGN)
+            .map_err(|e| Error::InvalidConfig(format!("a pool of {bytes} bytes cannot be laid out: {e}")))?;
         // SAFETY: layout has a non-zero size (block_size ≥ 512, capacity ≥ 1).
         let base = unsafe { alloc::alloc_zeroed(layout) };
-        let base = NonNull::new(base).unwrap_or_else(|| alloc::handle_alloc_error(layout));
-        Arc::new(Pool {
+        let base = NonNull::new(base).ok_or_else(|| {
+            Error::InvalidConfig(format!(
+                "could not allocate a pool of {capacity} blocks of {block_size} bytes ({bytes} bytes)"
+            ))
+        })?;
+        Ok(Arc::new(Pool {
             base,
             layout,
             block_size,
             capacity,
-        })
+        }))
     }
 
     pub(crate) fn block_size(&self) -> usize {
@@ -136,7 +142,7 @@ mod tests {
 
     #[test]
     fn blocks_are_page_aligned_and_disjoint() {
-        let pool = Pool::new(512, 9);
+        let pool = Pool::new(512, 9).unwrap();
         for slot in 0..9u32 {
             let p = pool.block_ptr(slot) as usize;
             assert_eq!(p % 512, 0);
