@@ -77,6 +77,7 @@ impl Cache {
         let counters = Arc::new(Counters::default());
         let (tx, rx) = bounded(OWNER_CHANNEL);
         let thread = owner::spawn(
+            tx.clone(),
             rx,
             Arc::clone(&pool),
             Arc::clone(&counters),
@@ -145,9 +146,13 @@ impl Cache {
         let dev = DeviceId(NEXT_DEV.fetch_add(1, Ordering::Relaxed));
         // Started here, on the caller's thread, so engine threads do not
         // inherit the pinned owner's CPU affinity.
-        let engine = core
-            .factory
-            .start(Arc::clone(&file), Completer { tx: core.tx.clone() })?;
+        let engine = core.factory.start(
+            Arc::clone(&file),
+            Completer {
+                tx: core.tx.clone(),
+                dev,
+            },
+        )?;
         core.call(|reply| Msg::Open {
             dev,
             file,
@@ -267,6 +272,15 @@ impl Cache {
         let result = self.core().op(OpKind::Shutdown);
         drop(self);
         result
+    }
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("block_size", &self.block_size())
+            .field("capacity", &self.capacity())
+            .finish_non_exhaustive()
     }
 }
 

@@ -122,20 +122,24 @@ impl fmt::Debug for IoRequest {
 }
 
 /// Where an engine hands finished requests back to the owner thread.
-/// Cheap to clone; usable from any thread.
+/// Cheap to clone; usable from any thread, including from inside
+/// [`Engine::submit`] (such completions are queued in place).
 #[derive(Clone)]
 pub struct Completer {
     pub(crate) tx: Sender<Msg>,
+    pub(crate) dev: DeviceId,
 }
 
 impl Completer {
+    /// The device this engine serves.
+    pub fn device(&self) -> DeviceId {
+        self.dev
+    }
+
     /// Report `req` done. A read must have filled the whole buffer and a
     /// write sent all of it for `Ok`.
     pub fn complete(&self, req: IoRequest, result: io::Result<()>) {
-        // The owner outlives every engine (it stops them before it exits),
-        // so a send can fail only while the owner is unwinding from a
-        // panic; the request's buffer is then simply released.
-        let _ = self.tx.send(Msg::Completed(req, result.map_err(|e| (&e).into())));
+        crate::owner::deliver(&self.tx, Msg::Completed(req, result.map_err(|e| (&e).into())));
     }
 }
 

@@ -234,7 +234,13 @@ pub(super) mod conformance {
 
     pub(crate) fn completer() -> (Completer, Receiver<Msg>) {
         let (tx, rx) = crossbeam_channel::unbounded();
-        (Completer { tx }, rx)
+        (
+            Completer {
+                tx,
+                dev: crate::DeviceId(1),
+            },
+            rx,
+        )
     }
 
     #[allow(unreachable_patterns)] // the owner will add more messages
@@ -268,7 +274,7 @@ pub(super) mod conformance {
     pub(crate) fn run_all(factory: &dyn EngineFactory, dir: &Path) -> bool {
         let (tmp, dev) = device_file(dir, 64, 100);
         let direct = dev.is_direct();
-        let pool = Pool::new(BS, 64);
+        let pool = Pool::new(BS, 64).unwrap();
         let (done, rx) = completer();
         let mut engine = factory.start(Arc::clone(&dev), done).expect("start");
 
@@ -400,7 +406,7 @@ mod tests {
     #[test]
     fn dropping_the_engine_drains_it() {
         let (_tmp, dev) = conformance::device_file(&std::env::temp_dir(), 8, 0);
-        let pool = Pool::new(conformance::BS, 8);
+        let pool = Pool::new(conformance::BS, 8).unwrap();
         let (done, rx) = completer();
         let mut engine = SyncFactory { depth: 2 }.start(dev, done).unwrap();
         for tag in 0..8 {
@@ -413,7 +419,7 @@ mod tests {
     #[test]
     fn submit_after_stop_fails_the_request() {
         let (_tmp, dev) = conformance::device_file(&std::env::temp_dir(), 1, 0);
-        let pool = Pool::new(conformance::BS, 1);
+        let pool = Pool::new(conformance::BS, 1).unwrap();
         let (done, rx) = completer();
         let mut engine = SyncFactory { depth: 1 }.start(dev, done).unwrap();
         engine.stop();

@@ -586,7 +586,7 @@ pub(super) mod tests {
             return;
         }
         let (_tmp, dev) = conformance::device_file(&std::env::temp_dir(), 4, 0);
-        let pool = Pool::new(conformance::BS, 4);
+        let pool = Pool::new(conformance::BS, 4).unwrap();
         let (done, rx) = completer();
         let mut engine = UringEngine::start(2, dev, done).unwrap();
         let before = engine.passes.load(Ordering::Relaxed);
@@ -611,7 +611,7 @@ pub(super) mod tests {
             return;
         }
         let (_tmp, dev) = conformance::device_file(&std::env::temp_dir(), 16, 0);
-        let pool = Pool::new(conformance::BS, 16);
+        let pool = Pool::new(conformance::BS, 16).unwrap();
         let (done, rx) = completer();
         let mut engine = UringFactory { depth: 8 }.start(Arc::clone(&dev), done).unwrap();
         for slot in 0..16 {
@@ -671,7 +671,7 @@ mod scratch {
             &crate::device::sync::SyncFactory { depth: 64 },
         ] {
             let (_tmp, dev) = conformance::device_file(std::path::Path::new("/var/tmp"), 1024, 0);
-            let pool = Pool::new(conformance::BS, 64);
+            let pool = Pool::new(conformance::BS, 64).unwrap();
             let (done, rx) = completer();
             let mut engine = factory.start(dev, done).unwrap();
             // latency QD1

@@ -90,15 +90,19 @@ impl Owner {
     }
 
     /// The block has no slot: find one, then read into it (or zero it).
-    fn get_new(&mut self, w: Waiter) {
+    fn get_new(&mut self, mut w: Waiter) {
         let Some(slot) = self.take_slot() else {
-            return match self.no_slot() {
-                NoSlot::Wait => {
-                    self.push_waiter(QueueId::Slots, w);
-                    self.writeback_oldest(WRITEBACK_BATCH);
-                }
-                NoSlot::Fail(e) => w.reply.send(Err(e.into())),
-            };
+            match self.no_slot() {
+                NoSlot::Wait => self.writeback_oldest(WRITEBACK_BATCH),
+                // Every unheld block failed to write: try them once more
+                // for this get (the fault may have cleared) before failing.
+                NoSlot::Fail(_) if !w.retried => self.retry_errored(),
+                NoSlot::Fail(e) => return w.reply.send(Err(e.into())),
+            }
+            // Whatever this get waits for now is a writeback attempt made
+            // after it arrived; if that fails too, so does the get.
+            w.retried = true;
+            return self.push_waiter(QueueId::Slots, w);
         };
         let s = &mut self.slots[slot as usize];
         s.key = (w.dev, w.block);
@@ -199,6 +203,13 @@ impl Owner {
         }
     }
 
+    /// Write back every block whose last writeback failed.
+    fn retry_errored(&mut self) {
+        while let Some(slot) = self.lists.head(List::Errored) {
+            self.issue_write(slot);
+        }
+    }
+
     /// A free slot, or the least recently used clean one, evicted.
     fn take_slot(&mut self) -> Option<u32> {
         if let Some(slot) = self.lists.head(List::Free) {
@@ -256,7 +267,13 @@ impl Owner {
                     break;
                 }
                 NoSlot::Fail(e) => {
-                    self.fail_waiters(QueueId::Slots, &e);
+                    if self.front_waiter(QueueId::Slots).is_some_and(|w| w.retried) {
+                        let w = self.pop_waiter(QueueId::Slots).expect("front exists");
+                        w.reply.send(Err(e.into()));
+                        continue;
+                    }
+                    self.retry_errored();
+                    self.mark_slot_waiters_retried();
                     break;
                 }
             }

@@ -54,6 +54,8 @@ use lists::{List, Lists};
 use pool::{BlockBuf, Pool};
 use rustc_hash::FxHashMap;
 use slab::Slab;
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 /// How a client wants a block.
@@ -204,6 +206,9 @@ pub(crate) struct Waiter {
     pub(crate) block: u64,
     pub(crate) mode: Mode,
     pub(crate) reply: Replier,
+    /// A writeback was attempted on this get's behalf; when every unheld
+    /// block has failed to write, it fails rather than try again.
+    pub(crate) retried: bool,
     next: Option<usize>,
 }
 
@@ -234,6 +239,8 @@ pub(crate) struct Owner {
     pub(crate) slot_queue: WaitQueue,
     pub(crate) devices: FxHashMap<DeviceId, Device>,
     pub(crate) ops: Slab<ops::Op>,
+    /// Syncs in flight, each with the ops waiting for its result.
+    pub(crate) syncs: Slab<SyncWait>,
     pub(crate) live_guards: u64,
     /// Writebacks submitted and not completed.
     pub(crate) writes_in_flight: u64,
@@ -242,8 +249,37 @@ pub(crate) struct Owner {
     exit: bool,
 }
 
+thread_local! {
+    /// On an owner thread: its own channel, and the completions engines
+    /// delivered from inside `submit`, i.e. on this very thread. Sending
+    /// those into the owner's own bounded channel could find it full and
+    /// block the only thread that drains it (rule 1).
+    static INLINE: RefCell<Option<(Sender<Msg>, VecDeque<Msg>)>> = const { RefCell::new(None) };
+}
+
+/// Hand `msg` to the owner of `tx`: queued in place when called on that
+/// owner's own thread, sent otherwise.
+pub(crate) fn deliver(tx: &Sender<Msg>, msg: Msg) {
+    let msg = INLINE
+        .try_with(|q| match q.borrow_mut().as_mut() {
+            Some((own, queue)) if own.same_channel(tx) => {
+                queue.push_back(msg);
+                None
+            }
+            _ => Some(msg),
+        })
+        .unwrap_or_else(|_| panic!("blockcache: completion delivered during thread teardown"));
+    if let Some(msg) = msg {
+        // The owner outlives every engine (it stops them before it exits),
+        // so a send fails only while the owner is unwinding from a panic;
+        // the request's buffer is then simply released.
+        let _ = tx.send(msg);
+    }
+}
+
 /// Start the owner thread. Returns its join handle.
 pub(crate) fn spawn(
+    tx: Sender<Msg>,
     rx: Receiver<Msg>,
     pool: Arc<Pool>,
     counters: Arc<Counters>,
@@ -258,7 +294,7 @@ pub(crate) fn spawn(
                     log::warn!("blockcache: could not pin the owner thread to CPU {id}");
                 }
             }
-            Owner::new(rx, pool, counters, depth).run();
+            Owner::new(rx, pool, counters, depth).run(tx);
         })
 }
 
@@ -290,6 +326,7 @@ impl Owner {
             slot_queue: WaitQueue::default(),
             devices: FxHashMap::default(),
             ops: Slab::new(),
+            syncs: Slab::new(),
             live_guards: 0,
             writes_in_flight: 0,
             handles_gone: false,
@@ -298,13 +335,14 @@ impl Owner {
         }
     }
 
-    fn run(mut self) {
+    fn run(mut self, tx: Sender<Msg>) {
+        INLINE.with(|q| *q.borrow_mut() = Some((tx, VecDeque::new())));
         while let Ok(msg) = self.rx.recv() {
-            self.handle(msg);
+            self.handle_all(msg);
             // Drain what is already queued before ringing the engines'
             // doorbells: one wakeup per batch, not per request.
             while let Ok(msg) = self.rx.try_recv() {
-                self.handle(msg);
+                self.handle_all(msg);
             }
             if self.handles_gone && !self.exit && self.may_exit() {
                 // Guards dropped after the last handle may have dirtied
@@ -317,6 +355,15 @@ impl Owner {
             }
         }
         self.stop_engines();
+    }
+
+    /// Handle `msg` and every completion an engine delivered inline while
+    /// we did (see [`deliver`]).
+    fn handle_all(&mut self, msg: Msg) {
+        self.handle(msg);
+        while let Some(msg) = INLINE.with(|q| q.borrow_mut().as_mut().and_then(|(_, q)| q.pop_front())) {
+            self.handle(msg);
+        }
     }
 
     fn handle(&mut self, msg: Msg) {
@@ -459,8 +506,9 @@ impl Owner {
         d.unsynced = false;
         d.in_flight += 1;
         d.plugged = true;
+        let tag = self.syncs.insert(SyncWait { dev, ops: vec![op] });
         d.engine.submit(IoRequest {
-            tag: op as u64,
+            tag: tag as u64,
             dev,
             kind: IoKind::Fsync,
             block: 0,
@@ -471,7 +519,9 @@ impl Owner {
 
     // ---- waiter queues ----------------------------------------------------
 
-    pub(crate) fn push_waiter(&mut self, q: QueueId, w: Waiter) {
+    pub(crate) fn push_waiter(&mut self, q: QueueId, mut w: Waiter) {
+        // A waiter moved from another queue still links into that one.
+        w.next = None;
         let id = self.waiters.insert(w);
         let queue = self.queue_mut(q);
         let tail = queue.tail.replace(id);
@@ -507,10 +557,11 @@ impl Owner {
         }
     }
 
-    /// Detach and answer every waiter on `slot` with `err`.
-    pub(crate) fn fail_waiters(&mut self, q: QueueId, err: &IoFailure) {
-        while let Some(w) = self.pop_waiter(q) {
-            w.reply.send(Err(err.clone().into()));
+    pub(crate) fn mark_slot_waiters_retried(&mut self) {
+        let mut at = self.slot_queue.head;
+        while let Some(id) = at {
+            self.waiters[id].retried = true;
+            at = self.waiters[id].next;
         }
     }
 
@@ -531,6 +582,12 @@ impl Owner {
     }
 }
 
+/// An fdatasync in flight and the ops that wait for it.
+pub(crate) struct SyncWait {
+    pub(crate) dev: DeviceId,
+    pub(crate) ops: Vec<usize>,
+}
+
 /// Which waiter queue.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum QueueId {
@@ -545,6 +602,7 @@ impl Waiter {
             block,
             mode,
             reply,
+            retried: false,
             next: None,
         }
     }

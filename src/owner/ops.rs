@@ -6,7 +6,7 @@
 //! it, and an op with nothing left to wait for moves to its next phase:
 //! writes → syncs → (for close) drain → reply.
 
-use super::{Answer, OpKind, Owner, QueueId, Replier, State};
+use super::{Answer, Mode, OpKind, Owner, QueueId, Replier, State};
 use crate::engine::{IoKind, IoRequest};
 use crate::error::{Error, IoFailure};
 use crate::owner::lists::List;
@@ -65,7 +65,17 @@ impl Owner {
             );
         }
         match req.kind {
-            IoKind::Fsync => return self.sync_done(req.tag as usize, req.dev, result),
+            IoKind::Fsync => {
+                if result.is_ok() {
+                    bump(&self.counters.syncs);
+                }
+                // Every op that waited for this sync hears its result.
+                let waiting = self.syncs.remove(req.tag as usize);
+                for id in waiting.ops {
+                    self.sync_done(id, req.dev, result.clone());
+                }
+                return;
+            }
             IoKind::Read => self.read_done(req.tag as u32, result.as_ref().err()),
             IoKind::Write => self.write_done(req.tag as u32, req.dev, result.as_ref().err()),
         }
@@ -84,12 +94,23 @@ impl Owner {
             Some(e) => {
                 // Every waiter hears the error; nothing stays cached, so a
                 // retry reads again (and a failed prefetch is never written
-                // back: LVM bug B).
-                self.fail_waiters(QueueId::Block(slot), e);
+                // back: LVM bug B). A zeroed get never needed the disk's
+                // bytes: it starts over (free_slot requeues it).
+                let mut zeroed = Vec::new();
+                while let Some(w) = self.pop_waiter(QueueId::Block(slot)) {
+                    if w.mode == Mode::Zeroed {
+                        zeroed.push(w);
+                    } else {
+                        w.reply.send(Err(e.clone().into()));
+                    }
+                }
+                for w in zeroed {
+                    self.push_waiter(QueueId::Block(slot), w);
+                }
                 self.free_slot(slot);
             }
         }
-        self.slot_io_done(slot, err);
+        self.slot_io_done(slot, err, false);
     }
 
     fn write_done(&mut self, slot: u32, dev: DeviceId, err: Option<&IoFailure>) {
@@ -116,11 +137,12 @@ impl Owner {
             }
         }
         self.serve_block(slot);
-        self.slot_io_done(slot, err);
+        self.slot_io_done(slot, err, true);
     }
 
     /// Tell every op waiting for `slot`'s I/O that it finished.
-    fn slot_io_done(&mut self, slot: u32, err: Option<&IoFailure>) {
+    fn slot_io_done(&mut self, slot: u32, err: Option<&IoFailure>, write: bool) {
+        let dev = self.slots[slot as usize].key.0;
         let ids: Vec<usize> = self
             .ops
             .iter()
@@ -130,10 +152,14 @@ impl Owner {
         for id in ids {
             let op = &mut self.ops[id];
             op.waiting.retain(|&s| s != slot);
-            if let Some(e) = err {
-                if op.phase == Phase::Writes && !matches!(op.kind, OpKind::Abort(_)) {
+            if let (Some(e), true) = (err, write) {
+                if !matches!(op.kind, OpKind::Abort(_)) {
                     op.note_error(e);
                     op.failed += 1;
+                    // Lost already: a failed sync must not count it again.
+                    if let Some(w) = op.written.iter_mut().find(|w| w.0 == dev) {
+                        w.1 = w.1.saturating_sub(1);
+                    }
                 }
             }
             match op.kind {
@@ -147,7 +173,7 @@ impl Owner {
 
     fn sync_done(&mut self, id: usize, dev: DeviceId, result: Result<(), IoFailure>) {
         match result {
-            Ok(()) => bump(&self.counters.syncs),
+            Ok(()) => {}
             Err(e) => {
                 // The kernel may have dropped the writes it was syncing:
                 // count them lost and sync again next time.
@@ -299,6 +325,17 @@ impl Owner {
                 self.ops[id].syncs_pending += 1;
                 self.issue_fsync(dev, id);
             }
+            // A sync another op started before this one may still be in
+            // flight for writes this op counts on (its own sync above only
+            // covers writes since): its result is ours too. Without this a
+            // flush could report Ok while that sync later fails.
+            let scope = self.ops[id].device();
+            for (_, sync) in self.syncs.iter_mut() {
+                if scope.is_none_or(|d| d == sync.dev) && !sync.ops.contains(&id) {
+                    sync.ops.push(id);
+                    self.ops[id].syncs_pending += 1;
+                }
+            }
         }
         let op = &self.ops[id];
         if op.syncs_pending > 0 {
@@ -357,6 +394,12 @@ impl Owner {
             _ => Ok(Answer::Unit),
         };
         if let OpKind::Final = op.kind {
+            if self.may_exit() && self.lists.len(List::Dirty) > 0 {
+                // Guards dropped while this op ran dirtied blocks it did
+                // not write: another round (failed writes go to Errored,
+                // so this ends).
+                return self.start_op(OpKind::Final, op.reply);
+            }
             let exiting = self.may_exit();
             if let Some(r) = op.reply {
                 r.send(Ok(Answer::Stopping(exiting)));

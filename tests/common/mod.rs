@@ -46,3 +46,6 @@ pub fn engines() -> Vec<EngineKind> {
 pub fn cache(kind: EngineKind, block_size: usize, capacity: usize) -> Cache {
     Cache::new(Config::new(block_size, capacity).engine(kind)).expect("cache")
 }
+
+/// The fault-injecting engine (tests/common/fault.rs).
+pub mod fault;
