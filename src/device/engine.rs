@@ -145,15 +145,19 @@ impl Completer {
 
 /// The I/O engine of one device. Owned and called by the owner thread only.
 pub trait Engine: Send {
-    /// Start `req`. Must not block on the device: queue what cannot start.
+    /// Take `req`. Must not block on the device: queue what cannot start.
+    /// An engine may wait for the next [`unplug`](Engine::unplug) before
+    /// starting it; the owner always unplugs after a batch of submits.
     fn submit(&mut self, req: IoRequest);
 
     /// Called after a batch of submits: start anything queued (engines that
-    /// batch submissions ring their doorbell here).
+    /// batch submissions ring their doorbell here, once per batch).
     fn unplug(&mut self) {}
 
-    /// Finish every submitted request (delivering its completion), then
-    /// release threads and kernel resources. Called once.
+    /// Release threads and kernel resources. Called once, and only when
+    /// every submitted request has been completed: the owner, which
+    /// receives completions, is the caller, so an engine must not wait
+    /// here for a completion to be received.
     fn stop(&mut self);
 }
 

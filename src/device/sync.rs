@@ -35,7 +35,7 @@ impl EngineFactory for SyncFactory {
 pub(crate) struct SyncEngine {
     tx: Option<Sender<IoRequest>>,
     /// Kept so requests a dead worker pool never took can still be failed
-    /// rather than silently dropped (see `fail_leftovers`).
+    /// rather than silently dropped.
     rx: Receiver<IoRequest>,
     workers: Vec<JoinHandle<()>>,
     done: Completer,
@@ -55,7 +55,7 @@ impl SyncEngine {
             let spawned = thread::Builder::new()
                 .name("blockcache-sync".into())
                 .spawn(move || {
-                    for mut req in rx.iter() {
+                    for mut req in &rx {
                         let result = perform(&device, &mut req);
                         done.complete(req, result);
                     }
@@ -68,15 +68,6 @@ impl SyncEngine {
         }
         Ok(engine)
     }
-
-    /// Complete with an error whatever is still queued. Only non-empty when
-    /// every worker died (a panic), since live workers drain the channel.
-    fn fail_leftovers(&self) {
-        for req in self.rx.try_iter() {
-            self.done
-                .complete(req, Err(io::Error::other("blockcache sync workers have exited")));
-        }
-    }
 }
 
 impl Engine for SyncEngine {
@@ -85,14 +76,12 @@ impl Engine for SyncEngine {
             // The channel is unbounded and we hold a receiver, so this
             // cannot fail.
             Some(tx) => drop(tx.send(req)),
-            None => self
-                .done
-                .complete(req, Err(io::Error::other("engine is stopped"))),
+            None => fail(&self.done, req, "engine is stopped"),
         }
     }
 
     fn stop(&mut self) {
-        // Workers leave `rx.iter()` once the channel is empty and this,
+        // A worker's receive loop ends once the channel is empty and this,
         // the only sender, is gone: everything submitted is done first.
         self.tx = None;
         for worker in self.workers.drain(..) {
@@ -100,7 +89,8 @@ impl Engine for SyncEngine {
                 log::error!("a blockcache sync worker panicked");
             }
         }
-        self.fail_leftovers();
+        // Only non-empty if every worker died (a panic).
+        fail_all(&self.rx, &self.done, "blockcache sync workers have exited");
     }
 }
 
@@ -119,10 +109,7 @@ fn perform(device: &DeviceFile, req: &mut IoRequest) -> io::Result<()> {
         return retry_eintr(|| device.file().sync_data());
     }
     let Some(buf) = req.buffer_mut() else {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "read or write without a buffer",
-        ));
+        return Err(no_buffer());
     };
     let len = buf.len();
     let file = device.file();
@@ -141,10 +128,28 @@ fn perform(device: &DeviceFile, req: &mut IoRequest) -> io::Result<()> {
     Ok(())
 }
 
+/// Complete every request still queued in `rx` with an error saying `why`:
+/// those an engine's threads will never take.
+pub(super) fn fail_all(rx: &Receiver<IoRequest>, done: &Completer, why: &str) {
+    for req in rx.try_iter() {
+        fail(done, req, why);
+    }
+}
+
+/// The error for a read or write the owner sent without a buffer.
+pub(super) fn no_buffer() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, "read or write without a buffer")
+}
+
+/// Complete `req` with an error saying `why`.
+pub(super) fn fail(done: &Completer, req: IoRequest, why: &str) {
+    done.complete(req, Err(io::Error::other(why.to_owned())));
+}
+
 fn retry_eintr<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
     loop {
         match f() {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             other => return other,
         }
     }
@@ -199,7 +204,8 @@ pub(super) mod conformance {
         (pos % 251) as u8 + 1
     }
 
-    /// A file of `blocks` patterned blocks plus `tail` bytes, on `dir`.
+    /// A file of `blocks` patterned blocks plus `tail` bytes, in a fresh
+    /// temporary file on `dir`.
     pub(crate) fn device_file(
         dir: &Path,
         blocks: u64,
@@ -214,10 +220,46 @@ pub(super) mod conformance {
         (tmp, Arc::new(dev))
     }
 
-    /// `std::env::temp_dir()` may be tmpfs (no O_DIRECT); /var/tmp usually
-    /// is a disk filesystem.
+    /// The same file opened buffered, as `DeviceFile::open` does where
+    /// O_DIRECT is refused. Built by hand: tmpfs accepts O_DIRECT since
+    /// Linux 6.6, so no test filesystem may be without it.
+    pub(crate) fn buffered(dev: &DeviceFile) -> Arc<DeviceFile> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dev.path());
+        Arc::new(DeviceFile {
+            file: file.expect("reopen buffered"),
+            path: dev.path().to_path_buf(),
+            read_only: false,
+            direct: false,
+            block_device: false,
+            logical_block_size: 1,
+            size_bytes: dev.size_bytes(),
+        })
+    }
+
+    /// Where to put test files: `std::env::temp_dir()` may be tmpfs, and
+    /// /var/tmp usually is a disk filesystem.
     pub(crate) fn dirs() -> Vec<std::path::PathBuf> {
         vec![std::env::temp_dir(), "/var/tmp".into()]
+    }
+
+    /// Every check of [`run_all`] on each test directory, O_DIRECT as
+    /// opened and buffered, at depth 1 and 4. At least one run must have
+    /// been O_DIRECT.
+    pub(crate) fn run_everywhere(factory: impl Fn(u32) -> Box<dyn EngineFactory>) {
+        let mut saw_direct = false;
+        for dir in dirs() {
+            for depth in [1, 4] {
+                let (tmp, dev) = device_file(&dir, 64, 100);
+                saw_direct |= dev.is_direct();
+                let buffered_dev = buffered(&dev);
+                run_all(&*factory(depth), &tmp, dev);
+                run_all(&*factory(depth), &tmp, buffered_dev);
+            }
+        }
+        assert!(saw_direct, "no test directory supports O_DIRECT");
     }
 
     pub(crate) fn request(pool: &Arc<Pool>, tag: u64, kind: IoKind, block: u64) -> IoRequest {
@@ -234,13 +276,7 @@ pub(super) mod conformance {
 
     pub(crate) fn completer() -> (Completer, Receiver<Msg>) {
         let (tx, rx) = crossbeam_channel::unbounded();
-        (
-            Completer {
-                tx,
-                dev: crate::DeviceId(1),
-            },
-            rx,
-        )
+        (Completer { tx, dev: DeviceId(1) }, rx)
     }
 
     #[allow(unreachable_patterns)] // the owner will add more messages
@@ -251,11 +287,13 @@ pub(super) mod conformance {
         }
     }
 
-    /// Wait for `n` completions, returned by tag.
+    /// Wait for `n` completions, returned by tag. The timeout only turns
+    /// a lost completion into a failure instead of a hung test.
     pub(crate) fn collect(rx: &Receiver<Msg>, n: usize) -> Vec<(IoRequest, Result<(), io::Error>)> {
         let mut out: Vec<_> = (0..n)
             .map(|_| {
-                let (req, result) = completion(rx.recv().expect("engine dropped its completer"));
+                let msg = rx.recv_timeout(std::time::Duration::from_secs(60));
+                let (req, result) = completion(msg.expect("a completion never came"));
                 (req, result.map_err(|f| f.to_io()))
             })
             .collect();
@@ -269,11 +307,9 @@ pub(super) mod conformance {
         assert!(bytes == &want[..], "block {block} read wrong bytes");
     }
 
-    /// Every check, on `dir`, of an engine made by `factory` (its depth is
-    /// assumed to be at most 4). Returns whether the file was O_DIRECT.
-    pub(crate) fn run_all(factory: &dyn EngineFactory, dir: &Path) -> bool {
-        let (tmp, dev) = device_file(dir, 64, 100);
-        let direct = dev.is_direct();
+    /// Every check of an engine made by `factory` on `dev`, an open
+    /// `device_file(_, 64, 100)` (the engine's depth is assumed below 64).
+    pub(crate) fn run_all(factory: &dyn EngineFactory, tmp: &tempfile::NamedTempFile, dev: Arc<DeviceFile>) {
         let pool = Pool::new(BS, 64).unwrap();
         let (done, rx) = completer();
         let mut engine = factory.start(Arc::clone(&dev), done).expect("start");
@@ -306,7 +342,6 @@ pub(super) mod conformance {
         );
         drop(engine);
         assert!(rx.recv().is_err(), "an engine thread still holds a completer");
-        direct
     }
 
     fn reads_return_file_bytes(engine: &mut dyn Engine, pool: &Arc<Pool>, rx: &Receiver<Msg>) {
@@ -394,13 +429,7 @@ mod tests {
 
     #[test]
     fn sync_engine_conformance() {
-        let mut saw_direct = false;
-        for dir in conformance::dirs() {
-            for depth in [1, 4] {
-                saw_direct |= conformance::run_all(&SyncFactory { depth }, &dir);
-            }
-        }
-        assert!(saw_direct, "no test directory supports O_DIRECT");
+        conformance::run_everywhere(|depth| Box::new(SyncFactory { depth }));
     }
 
     #[test]

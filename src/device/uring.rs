@@ -8,13 +8,12 @@
 //! thread's in-flight table until the kernel has posted its CQE, on every
 //! exit path including a panic (foyer #1286).
 
-use super::engine::{Completer, Engine, EngineFactory, IoKind, IoRequest};
-use super::sync::{ends_at_eof, short_transfer};
+use super::engine::{BlockBuf, Completer, Engine, EngineFactory, IoKind, IoRequest};
+use super::sync::{ends_at_eof, fail, fail_all, no_buffer, short_transfer};
 use super::DeviceFile;
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use io_uring::{opcode, squeue, types, IoUring, Probe};
 use slab::Slab;
-use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
@@ -32,8 +31,7 @@ const BELL: u64 = u64::MAX;
 /// EINTR/EAGAIN completions of one request resubmitted before giving up,
 /// so a kernel that keeps refusing cannot make the thread spin.
 const MAX_RETRIES: u32 = 64;
-/// Pause after `io_uring_enter` reports a lack of resources (EAGAIN,
-/// ENOMEM): retrying at once would spin until memory frees up.
+/// Pause after `io_uring_enter` reports a lack of resources.
 const BACKOFF: Duration = Duration::from_millis(1);
 
 /// Can io_uring be set up in this process? Err carries the kernel's reason
@@ -42,47 +40,42 @@ pub(crate) fn probe() -> io::Result<()> {
     new_ring(2).map(drop)
 }
 
-fn forced_off() -> io::Result<()> {
-    if FORCE_UNAVAILABLE.load(Ordering::Relaxed) {
-        return Err(io::Error::from_raw_os_error(libc::EPERM));
-    }
-    Ok(())
-}
-
 /// A ring of at least `entries` entries that has shown it can do the work:
 /// setup can be allowed where `io_uring_enter` is not (some seccomp
 /// profiles), and kernels before 5.6 lack the read and write opcodes.
 fn new_ring(entries: u32) -> io::Result<IoUring> {
-    forced_off()?;
-    // Single issuer with deferred task work (6.1+) runs completions only
-    // when the ring thread waits for them, not as interrupts of it; only the
-    // thread that creates the ring ever uses it, as single issuer requires.
-    let mut ring = match IoUring::builder()
-        .setup_single_issuer()
-        .setup_defer_taskrun()
-        .build(entries)
-    {
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => IoUring::new(entries)?,
-        other => other?,
-    };
+    if FORCE_UNAVAILABLE.load(Ordering::Relaxed) {
+        return Err(io::Error::from_raw_os_error(libc::EPERM));
+    }
+    let mut ring = IoUring::new(entries)?;
     let mut ops = Probe::new();
     ring.submitter().register_probe(&mut ops)?;
-    for (code, name) in [
-        (opcode::Read::CODE, "READ"),
-        (opcode::Write::CODE, "WRITE"),
-        (opcode::Fsync::CODE, "FSYNC"),
-    ] {
-        if !ops.is_supported(code) {
-            let msg = format!("io_uring has no IORING_OP_{name} (kernel too old)");
-            return Err(io::Error::new(io::ErrorKind::Unsupported, msg));
-        }
+    let needed = [opcode::Read::CODE, opcode::Write::CODE, opcode::Fsync::CODE];
+    if !needed.iter().all(|&op| ops.is_supported(op)) {
+        let msg = "io_uring lacks READ, WRITE or FSYNC (kernel before 5.6)";
+        return Err(io::Error::new(io::ErrorKind::Unsupported, msg));
     }
     let nop = opcode::Nop::new().build().user_data(0);
     // SAFETY: a NOP carries no buffer or descriptor for the kernel to use.
     unsafe { ring.submission().push(&nop) }.map_err(|_| io::Error::other("new ring is full"))?;
-    ring.submit_and_wait(1)?;
-    ring.completion().for_each(drop);
+    while ring.completion().next().is_none() {
+        settle(ring.submit_and_wait(1))?;
+    }
     Ok(ring)
+}
+
+/// The outcome of an `io_uring_enter`: interruptions and a momentary lack
+/// of resources only mean "try again" (after a pause for the latter, since
+/// retrying at once would spin until memory frees up).
+fn settle(entered: io::Result<usize>) -> io::Result<()> {
+    match entered.map_err(|e| (e.raw_os_error(), e)) {
+        Ok(_) | Err((Some(libc::EINTR | libc::EBUSY), _)) => Ok(()),
+        Err((Some(libc::EAGAIN | libc::ENOMEM), _)) => {
+            thread::sleep(BACKOFF);
+            Ok(())
+        }
+        Err((_, e)) => Err(e),
+    }
 }
 
 /// A blocking eventfd: the ring's read of it must wait, and io_uring
@@ -130,12 +123,12 @@ pub(crate) struct UringEngine {
     thread: Option<JoinHandle<()>>,
     done: Completer,
     /// Passes of the ring thread's loop; shows it waits rather than spins.
+    #[cfg(test)]
     passes: Arc<AtomicU64>,
 }
 
 impl UringEngine {
     fn start(depth: u32, device: Arc<DeviceFile>, done: Completer) -> io::Result<UringEngine> {
-        forced_off()?;
         let depth = depth.max(1);
         let bell = Arc::new(eventfd()?);
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -146,8 +139,8 @@ impl UringEngine {
             thread::Builder::new()
                 .name("blockcache-ring".into())
                 .spawn(move || {
-                    // Made here, not by the caller: a single-issuer ring
-                    // belongs to the thread that creates it.
+                    // Setup errors, FORCE_UNAVAILABLE's included, are
+                    // reported back before `start` returns.
                     let ring = match new_ring(depth + 1) {
                         Ok(ring) => ring,
                         Err(e) => return drop(ready_tx.send(Err(e))),
@@ -164,7 +157,6 @@ impl UringEngine {
                         bell_armed: false,
                         in_kernel: 0,
                         open: true,
-                        cqes: VecDeque::with_capacity(depth as usize + 1),
                         passes,
                     };
                     let _ = ready_tx.send(Ok(()));
@@ -188,17 +180,9 @@ impl UringEngine {
             unrung: false,
             thread: Some(ring_thread),
             done,
+            #[cfg(test)]
             passes,
         })
-    }
-
-    /// Complete with an error whatever is still in the channel. Only
-    /// called once the ring thread has exited, so nothing races for it.
-    fn fail_leftovers(&self) {
-        for req in self.rx.try_iter() {
-            let err = io::Error::other("blockcache ring thread has exited");
-            self.done.complete(req, Err(err));
-        }
     }
 }
 
@@ -211,9 +195,7 @@ impl Engine for UringEngine {
                 let _ = tx.send(req);
                 self.unrung = true;
             }
-            None => self
-                .done
-                .complete(req, Err(io::Error::other("engine is stopped"))),
+            None => fail(&self.done, req, "engine is stopped"),
         }
     }
 
@@ -222,9 +204,10 @@ impl Engine for UringEngine {
             ring_bell(&self.bell);
         }
         // A ring thread that died (a bug or an unusable ring) takes no more
-        // requests; fail them rather than leave the owner waiting.
-        if self.thread.as_ref().is_some_and(|t| t.is_finished()) {
-            self.fail_leftovers();
+        // requests; fail them rather than leave the owner waiting. Once it
+        // has exited nothing else receives, so this cannot race.
+        if self.thread.as_ref().is_some_and(JoinHandle::is_finished) {
+            fail_all(&self.rx, &self.done, "blockcache ring thread has exited");
         }
     }
 
@@ -238,7 +221,7 @@ impl Engine for UringEngine {
                 log::error!("blockcache: a ring thread panicked");
             }
         }
-        self.fail_leftovers();
+        fail_all(&self.rx, &self.done, "blockcache ring thread has exited");
     }
 }
 
@@ -279,9 +262,6 @@ struct Ring {
     in_kernel: usize,
     /// The owner may still send requests.
     open: bool,
-    /// Reaped (user_data, result) pairs not yet acted on. A field, not a
-    /// local, so that after a panic the guard still finds them.
-    cqes: VecDeque<(u64, i32)>,
     passes: Arc<AtomicU64>,
 }
 
@@ -312,8 +292,7 @@ impl Ring {
 
     fn start(&mut self, req: IoRequest) {
         if req.kind != IoKind::Fsync && req.buf.is_none() {
-            let err = io::Error::new(io::ErrorKind::InvalidInput, "read or write without a buffer");
-            return self.done.complete(req, Err(err));
+            return self.done.complete(req, Err(no_buffer()));
         }
         #[cfg(test)]
         let panic_after_push = req.tag == tests::PANIC_TAG;
@@ -324,10 +303,7 @@ impl Ring {
         });
         self.push_io(key);
         #[cfg(test)]
-        assert!(
-            !panic_after_push,
-            "test hook: ring thread panics with I/O in flight"
-        );
+        assert!(!panic_after_push, "test hook: panic with I/O in flight");
     }
 
     /// Push the SQE for what is left of `inflight[key]`.
@@ -340,6 +316,7 @@ impl Ring {
             (kind, Some(buf)) => {
                 // done < len, so this stays inside the block.
                 let ptr = buf.as_mut_ptr().wrapping_add(f.done);
+                // Blocks are at most MAX_BLOCK_SIZE (1 MiB): this fits.
                 let len = (buf.len() - f.done) as u32;
                 match kind {
                     IoKind::Read => opcode::Read::new(fd, ptr, len).offset(offset).build(),
@@ -365,7 +342,7 @@ impl Ring {
     }
 
     fn arm_bell(&mut self) {
-        let ptr = (&mut *self.bell_buf as *mut u64).cast::<u8>();
+        let ptr = std::ptr::addr_of_mut!(*self.bell_buf).cast::<u8>();
         let entry = opcode::Read::new(types::Fd(self.bell.as_raw_fd()), ptr, 8)
             .build()
             .user_data(BELL);
@@ -374,9 +351,8 @@ impl Ring {
         // the bell) and waits for its CQE, or leaks the buffer.
         match unsafe { self.push(&entry) } {
             Ok(()) => self.bell_armed = true,
-            // Unreachable by construction (see `push`); without the bell
-            // the thread can still finish its I/O and notices new work
-            // whenever a completion wakes it.
+            // Unreachable (see `push`); the thread would still finish its
+            // I/O and see new work whenever a completion wakes it.
             Err(e) => log::error!("blockcache: cannot arm the io_uring doorbell: {e}"),
         }
     }
@@ -384,17 +360,11 @@ impl Ring {
     /// # Safety
     /// Every buffer `entry` names must stay valid until its CQE is reaped.
     unsafe fn push(&mut self, entry: &squeue::Entry) -> io::Result<()> {
-        // The ring has depth + 1 entries and at most depth I/Os plus the
-        // bell are outstanding, so the queue has room; submit and retry in
-        // case the kernel has not yet consumed earlier entries.
-        for _ in 0..2 {
-            // SAFETY: passed on to our caller.
-            if unsafe { self.ring.submission().push(entry) }.is_ok() {
-                return Ok(());
-            }
-            self.ring.submit()?;
-        }
-        Err(io::Error::other("io_uring submission queue is full"))
+        // Cannot fail: the ring has depth + 1 entries, and each of the at
+        // most depth I/Os and the bell has at most one SQE queued.
+        // SAFETY: passed on to our caller.
+        unsafe { self.ring.submission().push(entry) }
+            .map_err(|_| io::Error::other("io_uring submission queue is full"))
     }
 
     /// Submit what is queued and, if no completion is waiting, block in the
@@ -404,36 +374,26 @@ impl Ring {
         if want == 0 && self.ring.submission().is_empty() {
             return Ok(());
         }
-        match self.ring.submit_and_wait(want) {
-            Ok(_) => Ok(()),
-            Err(e) => match e.raw_os_error() {
-                Some(libc::EINTR | libc::EBUSY) => Ok(()),
-                Some(libc::EAGAIN | libc::ENOMEM) => {
-                    thread::sleep(BACKOFF);
-                    Ok(())
-                }
-                _ => Err(e),
-            },
-        }
+        settle(self.ring.submit_and_wait(want))
     }
 
     /// Handle every CQE waiting. `live`: the thread may resubmit; false
     /// while the guard in `Drop` winds down.
     fn reap(&mut self, live: bool) -> io::Result<()> {
-        for cqe in self.ring.completion() {
-            if cqe.user_data() == BELL {
-                self.bell_armed = false;
-            } else {
-                self.in_kernel -= 1;
-            }
-            self.cqes.push_back((cqe.user_data(), cqe.result()));
-        }
         let mut bell_error = None;
-        while let Some((user_data, res)) = self.cqes.pop_front() {
+        loop {
+            // One at a time, so `finish` may push SQEs in between.
+            let next = self.ring.completion().next();
+            let Some(cqe) = next else { break };
+            let (user_data, res) = (cqe.user_data(), cqe.result());
             if user_data != BELL {
+                self.in_kernel -= 1;
                 self.finish(user_data as usize, res, live);
-            } else if res < 0 && res != -libc::EINTR && res != -libc::EAGAIN {
-                bell_error = Some(io::Error::from_raw_os_error(-res));
+            } else {
+                self.bell_armed = false;
+                if res < 0 && res != -libc::EINTR && res != -libc::EAGAIN {
+                    bell_error = Some(io::Error::from_raw_os_error(-res));
+                }
             }
         }
         // Re-arming a read that fails at once would spin.
@@ -447,7 +407,7 @@ impl Ring {
             return;
         };
         let (kind, offset) = (f.req.kind, f.req.offset);
-        let len = f.req.buf.as_ref().map_or(0, |b| b.len());
+        let len = f.req.buf.as_ref().map_or(0, BlockBuf::len);
         let result = if res < 0 {
             let transient = res == -libc::EINTR || res == -libc::EAGAIN;
             if live && transient && f.retries < MAX_RETRIES {
@@ -462,9 +422,7 @@ impl Ring {
             if f.done >= len {
                 Ok(())
             } else if !live {
-                Err(io::Error::other(
-                    "ring thread stopped before the transfer finished",
-                ))
+                Err(io::Error::other("ring thread stopped mid-transfer"))
             } else if res == 0 || ends_at_eof(&self.device, kind, f.done) {
                 Err(short_transfer(kind, offset, f.done, len))
             } else {
@@ -480,34 +438,17 @@ impl Drop for Ring {
     /// Runs on normal exit and when the thread unwinds from a panic: no
     /// buffer may be freed while the kernel can still write to it.
     fn drop(&mut self) {
-        for req in self.rx.try_iter() {
-            self.done
-                .complete(req, Err(io::Error::other("blockcache ring thread stopped")));
-        }
+        fail_all(&self.rx, &self.done, "blockcache ring thread stopped");
         if self.bell_armed {
             ring_bell(&self.bell);
         }
-        // CQEs reaped before a panic cut their handling short.
-        let _ = self.reap(false);
         while self.in_kernel > 0 || self.bell_armed {
-            let waited = self.ring.submit_and_wait(1);
-            let fatal = match waited {
-                Ok(_) => None,
-                Err(e) => match e.raw_os_error() {
-                    Some(libc::EINTR | libc::EBUSY) => None,
-                    Some(libc::EAGAIN | libc::ENOMEM) => {
-                        thread::sleep(BACKOFF);
-                        None
-                    }
-                    _ => Some(e),
-                },
-            };
-            if let Some(e) = fatal {
+            if let Err(e) = settle(self.ring.submit_and_wait(1)) {
                 // We cannot learn when the kernel is done, so the memory
                 // must never be freed: leak the tokens (each holds the
                 // pool alive) and the bell buffer. Their owners never hear
                 // back, which beats a buffer reused under a live DMA.
-                log::error!("blockcache: cannot wait for io_uring completions ({e}); leaking buffers");
+                log::error!("blockcache: io_uring wait failed ({e}); leaking buffers");
                 std::mem::forget(std::mem::take(&mut self.inflight));
                 std::mem::forget(std::mem::replace(&mut self.bell_buf, Box::new(0)));
                 return;
@@ -518,8 +459,7 @@ impl Drop for Ring {
         // Left only if a panic struck between reaping a CQE and acting on
         // it; the kernel is done with these buffers.
         for (_, f) in std::mem::take(&mut self.inflight) {
-            let err = io::Error::other("blockcache ring thread stopped");
-            self.done.complete(f.req, Err(err));
+            fail(&self.done, f.req, "blockcache ring thread stopped");
         }
     }
 }
@@ -529,7 +469,7 @@ pub(super) mod tests {
     use super::*;
     use crate::device::sync::conformance::{self, completer, request};
     use crate::owner::pool::Pool;
-    use std::sync::RwLock;
+    use std::sync::{RwLock, RwLockReadGuard};
 
     /// A request with this tag makes the ring thread panic right after
     /// pushing its SQE.
@@ -539,29 +479,22 @@ pub(super) mod tests {
     /// off holds it exclusively.
     static FORCE_LOCK: RwLock<()> = RwLock::new(());
 
-    fn available() -> bool {
+    /// A shared hold on `FORCE_LOCK`, or `None` (skip) without io_uring.
+    fn uring() -> Option<RwLockReadGuard<'static, ()>> {
+        let shared = FORCE_LOCK.read().unwrap();
         match probe() {
-            Ok(()) => true,
+            Ok(()) => Some(shared),
             Err(e) => {
                 eprintln!("io_uring unavailable, skipping: {e}");
-                false
+                None
             }
         }
     }
 
     #[test]
     fn uring_engine_conformance() {
-        let _shared = FORCE_LOCK.read().unwrap();
-        if !available() {
-            return;
-        }
-        let mut saw_direct = false;
-        for dir in conformance::dirs() {
-            for depth in [1, 4] {
-                saw_direct |= conformance::run_all(&UringFactory { depth }, &dir);
-            }
-        }
-        assert!(saw_direct, "no test directory supports O_DIRECT");
+        let Some(_shared) = uring() else { return };
+        conformance::run_everywhere(|depth| Box::new(UringFactory { depth }));
     }
 
     #[test]
@@ -573,7 +506,7 @@ pub(super) mod tests {
         let started = UringFactory { depth: 4 }.start(dev, completer().0);
         FORCE_UNAVAILABLE.store(false, Ordering::Relaxed);
         assert_eq!(probed.unwrap_err().raw_os_error(), Some(libc::EPERM));
-        assert_eq!(started.err().and_then(|e| e.raw_os_error()), Some(libc::EPERM));
+        assert_eq!(started.err().unwrap().raw_os_error(), Some(libc::EPERM));
     }
 
     /// foyer #1311: the thread must wait in the kernel, not poll. Each
@@ -581,10 +514,7 @@ pub(super) mod tests {
     /// loop would make thousands of passes per request.
     #[test]
     fn ring_thread_waits_rather_than_spins() {
-        let _shared = FORCE_LOCK.read().unwrap();
-        if !available() {
-            return;
-        }
+        let Some(_shared) = uring() else { return };
         let (_tmp, dev) = conformance::device_file(&std::env::temp_dir(), 4, 0);
         let pool = Pool::new(conformance::BS, 4).unwrap();
         let (done, rx) = completer();
@@ -597,7 +527,7 @@ pub(super) mod tests {
             assert!(result.is_ok());
         }
         let passes = engine.passes.load(Ordering::Relaxed) - before;
-        assert!(passes <= 3 * 200 + 2, "{passes} loop passes for 200 requests");
+        assert!(passes <= 3 * 200 + 2, "{passes} passes for 200 requests");
         engine.stop();
     }
 
@@ -606,14 +536,11 @@ pub(super) mod tests {
     /// its completion.
     #[test]
     fn panicking_ring_thread_waits_for_the_kernel() {
-        let _shared = FORCE_LOCK.read().unwrap();
-        if !available() {
-            return;
-        }
+        let Some(_shared) = uring() else { return };
         let (_tmp, dev) = conformance::device_file(&std::env::temp_dir(), 16, 0);
         let pool = Pool::new(conformance::BS, 16).unwrap();
         let (done, rx) = completer();
-        let mut engine = UringFactory { depth: 8 }.start(Arc::clone(&dev), done).unwrap();
+        let mut engine = UringEngine::start(8, Arc::clone(&dev), done).unwrap();
         for slot in 0..16 {
             let mut req = request(&pool, slot, IoKind::Read, slot);
             if slot == 7 {
@@ -627,7 +554,7 @@ pub(super) mod tests {
         // 0..=6 and the panicking one were pushed to the kernel: their CQEs
         // were awaited, so they finished; the rest were failed unstarted.
         for (req, result) in results[..7].iter().chain(&results[15..]) {
-            assert!(result.is_ok(), "in-flight read {} lost: {result:?}", req.tag);
+            assert!(result.is_ok(), "in-flight {}: {result:?}", req.tag);
         }
         for (req, result) in &results[7..15] {
             assert!(result.is_err(), "read {} ran after the panic", req.tag);
@@ -637,89 +564,5 @@ pub(super) mod tests {
         engine.submit(request(&pool, 0, IoKind::Read, 0));
         let (_, result) = conformance::completion(rx.try_recv().unwrap());
         assert!(result.is_err());
-    }
-}
-
-#[cfg(test)]
-mod scratch {
-    use super::*;
-    use crate::device::sync::conformance::{self, completer, request};
-    use crate::owner::pool::Pool;
-    use std::time::Instant;
-
-    fn cpu_ticks(name: &str) -> Vec<(String, u64)> {
-        let mut out = vec![];
-        for e in std::fs::read_dir("/proc/self/task").unwrap() {
-            let p = e.unwrap().path();
-            let comm = std::fs::read_to_string(p.join("comm")).unwrap_or_default();
-            if comm.trim() == name {
-                let stat = std::fs::read_to_string(p.join("stat")).unwrap();
-                let rest = &stat[stat.rfind(')').unwrap() + 2..];
-                let f: Vec<&str> = rest.split(' ').collect();
-                let t = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
-                out.push((format!("{} state {}", p.display(), f[0]), t));
-            }
-        }
-        out
-    }
-
-    #[test]
-    #[ignore]
-    fn scratch_idle_and_latency() {
-        for factory in [
-            &UringFactory { depth: 64 } as &dyn EngineFactory,
-            &crate::device::sync::SyncFactory { depth: 64 },
-        ] {
-            let (_tmp, dev) = conformance::device_file(std::path::Path::new("/var/tmp"), 1024, 0);
-            let pool = Pool::new(conformance::BS, 64).unwrap();
-            let (done, rx) = completer();
-            let mut engine = factory.start(dev, done).unwrap();
-            // latency QD1
-            let mut lat = vec![];
-            for i in 0..5000u64 {
-                let t = Instant::now();
-                engine.submit(request(&pool, i % 64, IoKind::Read, (i * 7919) % 1024));
-                engine.unplug();
-                let _ = rx.recv().unwrap();
-                lat.push(t.elapsed().as_micros() as u64);
-            }
-            lat.sort();
-            println!("QD1 p50 {} p99 {}", lat[lat.len() / 2], lat[lat.len() * 99 / 100]);
-            // QD32 throughput
-            let t = Instant::now();
-            let n = 20000u64;
-            let mut out = 0;
-            let mut next = 0u64;
-            while next < 32 {
-                engine.submit(request(&pool, next, IoKind::Read, (next * 7919) % 1024));
-                next += 1;
-                out += 1;
-            }
-            engine.unplug();
-            let mut got = 0;
-            while got < n {
-                let (req, r) = conformance::completion(rx.recv().unwrap());
-                r.unwrap();
-                got += 1;
-                out -= 1;
-                if next < n {
-                    let slot = req.tag;
-                    drop(req);
-                    engine.submit(request(&pool, slot, IoKind::Read, (next * 7919) % 1024));
-                    next += 1;
-                    out += 1;
-                    if rx.is_empty() {
-                        engine.unplug();
-                    }
-                }
-            }
-            let _ = out;
-            println!("QD32 {:.0} IOPS", n as f64 / t.elapsed().as_secs_f64());
-            let a = cpu_ticks("blockcache-ring");
-            std::thread::sleep(Duration::from_secs(2));
-            let b = cpu_ticks("blockcache-ring");
-            println!("idle ring ticks before {a:?} after {b:?}");
-            engine.stop();
-        }
     }
 }

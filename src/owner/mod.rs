@@ -260,15 +260,15 @@ thread_local! {
 /// Hand `msg` to the owner of `tx`: queued in place when called on that
 /// owner's own thread, sent otherwise.
 pub(crate) fn deliver(tx: &Sender<Msg>, msg: Msg) {
-    let msg = INLINE
-        .try_with(|q| match q.borrow_mut().as_mut() {
-            Some((own, queue)) if own.same_channel(tx) => {
-                queue.push_back(msg);
-                None
+    let mut msg = Some(msg);
+    // During thread-local teardown no owner runs on this thread: send.
+    let _ = INLINE.try_with(|q| {
+        if let Some((own, queue)) = q.borrow_mut().as_mut() {
+            if own.same_channel(tx) {
+                queue.extend(msg.take());
             }
-            _ => Some(msg),
-        })
-        .unwrap_or_else(|_| panic!("blockcache: completion delivered during thread teardown"));
+        }
+    });
     if let Some(msg) = msg {
         // The owner outlives every engine (it stops them before it exits),
         // so a send fails only while the owner is unwinding from a panic;
