@@ -396,3 +396,37 @@ fn choose_engine(config: &Config) -> Result<Arc<dyn EngineFactory>, Error> {
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::uring::{FORCE_LOCK, FORCE_UNAVAILABLE};
+
+    #[test]
+    fn auto_falls_back_to_the_sync_engine_when_io_uring_is_unavailable() {
+        let _exclusive = FORCE_LOCK.write().unwrap();
+        FORCE_UNAVAILABLE.store(true, Ordering::Relaxed);
+        let f = tempfile::NamedTempFile::new_in("/var/tmp").unwrap();
+        f.as_file().set_len(8 * 4096).unwrap();
+        let uring = Cache::new(Config::new(4096, 8).engine(EngineKind::Uring));
+        let auto = Cache::new(Config::new(4096, 8).engine(EngineKind::Auto)).map(|cache| {
+            // Opened while io_uring is still "unavailable": an io_uring
+            // engine would fail to start here, so this is the sync engine.
+            let dev = cache.open(f.path());
+            (cache, dev)
+        });
+        FORCE_UNAVAILABLE.store(false, Ordering::Relaxed);
+
+        match uring {
+            Err(Error::Io(e)) => assert_eq!(e.raw_os_error(), Some(libc::EPERM)),
+            other => panic!("Uring without io_uring must fail, got {other:?}"),
+        }
+        let (cache, dev) = auto.expect("Auto works without io_uring");
+        let dev = dev.expect("Auto opens devices on the sync engine");
+        cache.write(dev, 3).unwrap().fill(9);
+        cache.flush().unwrap();
+        let mut back = [0u8; 4096];
+        std::os::unix::fs::FileExt::read_exact_at(f.as_file(), &mut back, 3 * 4096).unwrap();
+        assert!(back.iter().all(|&b| b == 9));
+    }
+}

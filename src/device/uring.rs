@@ -26,6 +26,11 @@ use std::time::Duration;
 /// EPERM as if io_uring were disabled.
 pub(crate) static FORCE_UNAVAILABLE: AtomicBool = AtomicBool::new(false);
 
+/// Tests that set [`FORCE_UNAVAILABLE`] hold this for writing; tests that
+/// need io_uring hold it for reading.
+#[cfg(test)]
+pub(crate) static FORCE_LOCK: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
 /// `user_data` of the doorbell read; slab keys never reach it.
 const BELL: u64 = u64::MAX;
 /// EINTR/EAGAIN completions of one request resubmitted before giving up,
@@ -477,7 +482,7 @@ pub(super) mod tests {
 
     /// Tests that need io_uring hold this shared; the one that forces it
     /// off holds it exclusively.
-    static FORCE_LOCK: RwLock<()> = RwLock::new(());
+    use super::FORCE_LOCK;
 
     /// A shared hold on `FORCE_LOCK`, or `None` (skip) without io_uring.
     fn uring() -> Option<RwLockReadGuard<'static, ()>> {
