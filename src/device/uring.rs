@@ -474,7 +474,7 @@ pub(super) mod tests {
     use super::*;
     use crate::device::sync::conformance::{self, completer, request};
     use crate::owner::pool::Pool;
-    use std::sync::{RwLock, RwLockReadGuard};
+    use std::sync::RwLockReadGuard;
 
     /// A request with this tag makes the ring thread panic right after
     /// pushing its SQE.
