@@ -14,7 +14,7 @@ use crate::DeviceId;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use parking_lot::Mutex;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Once};
 use std::thread::JoinHandle;
 
@@ -45,23 +45,18 @@ const OWNER_CHANNEL: usize = 4096;
 /// ```
 #[derive(Clone)]
 pub struct Cache {
-    handle: Arc<Handle>,
+    core: Arc<Core>,
 }
 
-/// What handles and guards share. Guards keep it (and so the pool) alive.
+/// What handles and guards share. Guards keep it (and so the pool) alive;
+/// whoever drops the last reference — a handle or a guard — stops the
+/// threads (see `Drop for Core`).
 pub(crate) struct Core {
     tx: Sender<Msg>,
     pub(crate) pool: Arc<Pool>,
     counters: Arc<Counters>,
     factory: Arc<dyn EngineFactory>,
-    /// Set when the last handle is dropped: guards then wait on their put.
-    handles_gone: AtomicBool,
     owner_thread: Mutex<Option<JoinHandle<()>>>,
-}
-
-/// The part only `Cache` clones share: its drop is "the last handle is gone".
-struct Handle {
-    core: Arc<Core>,
 }
 
 impl Cache {
@@ -89,16 +84,13 @@ impl Cache {
             pool,
             counters,
             factory,
-            handles_gone: AtomicBool::new(false),
             owner_thread: Mutex::new(Some(thread)),
         });
-        Ok(Cache {
-            handle: Arc::new(Handle { core }),
-        })
+        Ok(Cache { core })
     }
 
     fn core(&self) -> &Arc<Core> {
-        &self.handle.core
+        &self.core
     }
 
     /// Bytes per block.
@@ -284,14 +276,24 @@ impl std::fmt::Debug for Cache {
     }
 }
 
-impl Drop for Handle {
+impl Drop for Core {
+    /// The last handle and the last guard are gone. Every guard sent its
+    /// Put before releasing its reference, so the owner has seen them all
+    /// when `Stop` arrives: it writes back what is dirty, syncs, waits out
+    /// reads in flight, stops the engines and exits; we join it so the
+    /// threads are gone when the last drop returns.
     fn drop(&mut self) {
-        let core = &self.core;
-        core.handles_gone.store(true, Ordering::SeqCst);
-        // Flushes; the reply says whether the owner is exiting (no guard
-        // left). If it is, wait for it so the threads are gone on return.
-        let answer = core.call(|reply| Msg::LastHandle { reply });
-        core.join_if_stopping(answer);
+        let answer = self.call(|reply| Msg::Stop { reply });
+        if let Err(e) = answer {
+            if !matches!(e, Error::Closed) {
+                log::error!("blockcache: stopping: {e}");
+            }
+        }
+        if let Some(t) = self.owner_thread.lock().take() {
+            if t.join().is_err() {
+                log::error!("blockcache: the owner thread panicked");
+            }
+        }
     }
 }
 
@@ -336,38 +338,11 @@ impl Core {
         self.call(|reply| Msg::Op { kind, reply }).map(drop)
     }
 
-    /// A guard was dropped. Once every handle is gone, the drop waits for
-    /// the owner: if this was the last guard, it returns after the final
-    /// flush and the threads' exit. A send fails only when the owner is
-    /// gone (it panicked), and then there is nobody to tell.
+    /// A guard was dropped. Sent before the guard releases its reference
+    /// to the core (see `Drop for Core`). A send fails only when the owner
+    /// is gone (it panicked), and then there is nobody to tell.
     pub(crate) fn put(&self, slot: u32, write: bool) {
-        // SeqCst pairs with the store in Handle::drop: either this put is
-        // seen by the owner before LastHandle (and LastHandle sees the
-        // guard count it leaves), or this guard sees handles_gone.
-        if self.handles_gone.load(Ordering::SeqCst) {
-            let answer = self.call(|reply| Msg::Put {
-                slot,
-                write,
-                reply: Some(reply),
-            });
-            self.join_if_stopping(answer);
-        } else {
-            let _ = self.tx.send(Msg::Put {
-                slot,
-                write,
-                reply: None,
-            });
-        }
-    }
-
-    fn join_if_stopping(&self, answer: Result<Answer, Error>) {
-        if let Ok(Answer::Stopping(true)) | Err(Error::Closed) = answer {
-            if let Some(t) = self.owner_thread.lock().take() {
-                if t.join().is_err() {
-                    log::error!("blockcache: the owner thread panicked");
-                }
-            }
-        }
+        let _ = self.tx.send(Msg::Put { slot, write });
     }
 }
 

@@ -73,8 +73,6 @@ pub(crate) enum Answer {
     Slot(u32),
     Unit,
     Blocks(u64),
-    /// Reply to `LastHandle`: true when the owner thread is exiting now.
-    Stopping(bool),
 }
 
 pub(crate) type Response = Result<Answer, Error>;
@@ -131,12 +129,9 @@ pub(crate) enum Msg {
         reply: Replier,
     },
     /// A guard was dropped; `write` for a write guard (the block is dirty).
-    /// `reply` is set once every handle is gone: the dropper waits, so the
-    /// last guard's drop returns after the final flush and thread exit.
     Put {
         slot: u32,
         write: bool,
-        reply: Option<Replier>,
     },
     Prefetch {
         dev: DeviceId,
@@ -157,8 +152,8 @@ pub(crate) enum Msg {
         kind: OpKind,
         reply: Replier,
     },
-    /// The last `Cache` handle was dropped.
-    LastHandle {
+    /// The last handle and the last guard are gone: flush, then exit.
+    Stop {
         reply: Replier,
     },
 }
@@ -344,11 +339,6 @@ impl Owner {
             while let Ok(msg) = self.rx.try_recv() {
                 self.handle_all(msg);
             }
-            if self.handles_gone && !self.exit && self.may_exit() {
-                // Guards dropped after the last handle may have dirtied
-                // blocks: write them before stopping (the op exits when done).
-                self.start_op(OpKind::Final, None);
-            }
             self.unplug();
             if self.exit {
                 break;
@@ -376,16 +366,7 @@ impl Owner {
                 wait,
                 reply,
             } => self.get(dev, block, mode, wait, reply),
-            Msg::Put { slot, write, reply } => {
-                self.put(slot, write);
-                if let Some(reply) = reply {
-                    if self.handles_gone && self.may_exit() {
-                        self.start_op(OpKind::Final, Some(reply));
-                    } else {
-                        reply.send(Ok(Answer::Stopping(false)));
-                    }
-                }
-            }
+            Msg::Put { slot, write } => self.put(slot, write),
             Msg::Prefetch { dev, block } => self.prefetch(dev, block),
             Msg::Open {
                 dev,
@@ -416,7 +397,7 @@ impl Owner {
                 reply.send(r);
             }
             Msg::Op { kind, reply } => self.start_op(kind, Some(reply)),
-            Msg::LastHandle { reply } => {
+            Msg::Stop { reply } => {
                 self.handles_gone = true;
                 self.start_op(OpKind::Final, Some(reply));
             }
