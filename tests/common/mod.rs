@@ -49,3 +49,6 @@ pub fn cache(kind: EngineKind, block_size: usize, capacity: usize) -> Cache {
 
 /// The fault-injecting engine (tests/common/fault.rs).
 pub mod fault;
+
+/// The scripted engine (tests/common/scripted.rs).
+pub mod scripted;

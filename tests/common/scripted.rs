@@ -149,9 +149,7 @@ impl Script {
 
     /// The factory to give `Config::custom_engine`.
     pub fn factory(&self) -> Arc<dyn EngineFactory> {
-        Arc::new(ScriptFactory {
-            script: self.clone(),
-        })
+        Arc::new(ScriptFactory { script: self.clone() })
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -390,7 +388,9 @@ impl Engine for ScriptEngine {
                 None
             }
             None => {
-                wrong.get_or_insert_with(|| format!("call #{n} is {call:?}, the script expects no more calls"));
+                wrong.get_or_insert_with(|| {
+                    format!("call #{n} is {call:?}, the script expects no more calls")
+                });
                 None
             }
         };
@@ -482,7 +482,9 @@ impl ScriptedCache {
     }
 
     pub fn cache(&self) -> &Cache {
-        self.cache.as_ref().expect("the cache is torn down only at the end")
+        self.cache
+            .as_ref()
+            .expect("the cache is torn down only at the end")
     }
 
     /// A round trip through the owner: every message this thread sent
