@@ -8,7 +8,8 @@ use crate::engine::{Completer, EngineFactory};
 use crate::error::Error;
 use crate::guard::{ReadGuard, WriteGuard};
 use crate::owner::pool::Pool;
-use crate::owner::{self, Answer, Mode, Msg, OpKind, Replier, Response};
+use crate::owner::slot_state::Notify;
+use crate::owner::{self, Answer, Mode, Msg, OpKind, Replier, Response, Shared};
 use crate::stats::{Counters, Stats};
 use crate::DeviceId;
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -54,6 +55,8 @@ pub struct Cache {
 pub(crate) struct Core {
     tx: Sender<Msg>,
     pub(crate) pool: Arc<Pool>,
+    shared: Arc<Shared>,
+    fast_hits: bool,
     counters: Arc<Counters>,
     factory: Arc<dyn EngineFactory>,
     owner_thread: Mutex<Option<JoinHandle<()>>>,
@@ -71,10 +74,12 @@ impl Cache {
         let pool = Pool::new(config.block_size, config.capacity)?;
         let counters = Arc::new(Counters::default());
         let (tx, rx) = bounded(OWNER_CHANNEL);
+        let shared = Shared::new(config.capacity);
         let thread = owner::spawn(
             tx.clone(),
             rx,
             Arc::clone(&pool),
+            Arc::clone(&shared),
             Arc::clone(&counters),
             config.queue_depth,
             config.owner_cpu,
@@ -82,6 +87,8 @@ impl Cache {
         let core = Arc::new(Core {
             tx,
             pool,
+            shared,
+            fast_hits: config.fast_hits,
             counters,
             factory,
             owner_thread: Mutex::new(Some(thread)),
@@ -322,6 +329,17 @@ impl Core {
     }
 
     fn get(&self, dev: DeviceId, block: u64, mode: Mode, wait: bool) -> Result<u32, Error> {
+        if self.fast_hits && mode != Mode::Zeroed {
+            let write = mode == Mode::Write;
+            if let Some(slot) = self.take_resident(dev, block, write) {
+                if write {
+                    self.counters.write_hits.add(1);
+                } else {
+                    self.counters.read_hits.add(1);
+                }
+                return Ok(slot);
+            }
+        }
         match self.call(|reply| Msg::Get {
             dev,
             block,
@@ -338,11 +356,37 @@ impl Core {
         self.call(|reply| Msg::Op { kind, reply }).map(drop)
     }
 
-    /// A guard was dropped. Sent before the guard releases its reference
-    /// to the core (see `Drop for Core`). A send fails only when the owner
-    /// is gone (it panicked), and then there is nobody to tell.
-    pub(crate) fn put(&self, slot: u32, write: bool) {
-        let _ = self.tx.send(Msg::Put { slot, write });
+    /// The fast path: take a resident block without asking the owner. One
+    /// shard read lock for the lookup, one CAS on the slot's word, and a
+    /// check that the slot still holds our block (see `slot_state` for why
+    /// that makes the race with eviction harmless). `None` sends the get to
+    /// the owner: not resident, in I/O, contended, or gets queued on it.
+    #[inline]
+    fn take_resident(&self, dev: DeviceId, block: u64, write: bool) -> Option<u32> {
+        let slot = self.shared.index.get(dev, block)?;
+        let shared = &self.shared.slots[slot as usize];
+        if !shared.state.try_acquire(write) {
+            return None;
+        }
+        if shared.key.is(dev.0, block) {
+            return Some(slot);
+        }
+        if shared.state.abandon(write) == Notify::Owner {
+            let _ = self.tx.send(Msg::Released { slot });
+        }
+        None
+    }
+
+    /// A guard was dropped: release its slot, telling the owner when it
+    /// needs to know (the block was written, or someone waits). Done
+    /// before the guard releases its reference to the core (see `Drop for
+    /// Core`). A send fails only when the owner is gone (it panicked), and
+    /// then there is nobody to tell.
+    #[inline]
+    pub(crate) fn release(&self, slot: u32, write: bool) {
+        if self.shared.slots[slot as usize].state.release(write) == Notify::Owner {
+            let _ = self.tx.send(Msg::Released { slot });
+        }
     }
 }
 

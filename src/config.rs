@@ -55,6 +55,7 @@ pub struct Config {
     pub(crate) queue_depth: u32,
     pub(crate) owner_cpu: Option<usize>,
     pub(crate) custom_engine: Option<Arc<dyn EngineFactory>>,
+    pub(crate) fast_hits: bool,
 }
 
 impl Config {
@@ -71,6 +72,7 @@ impl Config {
             queue_depth: DEFAULT_QUEUE_DEPTH,
             owner_cpu: None,
             custom_engine: None,
+            fast_hits: true,
         }
     }
 
@@ -90,6 +92,15 @@ impl Config {
     /// Pin the owner thread to this CPU (default `None`: unpinned).
     pub fn owner_cpu(mut self, cpu: Option<usize>) -> Config {
         self.owner_cpu = cpu;
+        self
+    }
+
+    /// Whether a client thread takes a resident, unheld block itself, with
+    /// one compare-and-swap, instead of asking the owner thread (default
+    /// `true`). `false` sends every get through the owner: slower, and
+    /// there to measure what the fast path buys.
+    pub fn fast_hits(mut self, on: bool) -> Config {
+        self.fast_hits = on;
         self
     }
 
@@ -177,6 +188,7 @@ impl fmt::Debug for Config {
             .field("queue_depth", &self.queue_depth)
             .field("owner_cpu", &self.owner_cpu)
             .field("custom_engine", &self.custom_engine.is_some())
+            .field("fast_hits", &self.fast_hits)
             .finish()
     }
 }

@@ -3,14 +3,20 @@
 //! # Why the byte access is sound
 //!
 //! A guard dereferences to its block's bytes through a raw pointer into
-//! the pool. The owner thread grants, for each slot, either any number of
-//! read guards or exactly one write guard, never both, and never while an
-//! I/O uses the slot (see the slot states in `owner`). A write guard is
-//! the only way to get `&mut [u8]` of a block, and it gives it out only
-//! through `&mut self`; so no block memory is reachable by two `&mut` at
-//! once, nor by a `&mut` and a `&`. The guard keeps the pool alive (an
-//! `Arc`) and tells the owner it is done only in `Drop`, after its last
-//! borrow has ended.
+//! the pool. Each slot has one atomic word (`owner::slot_state`) that
+//! counts its readers and marks its writer; a guard exists exactly while
+//! its share is counted there. Clients take that share with a
+//! compare-and-swap that fails on a writer (or, for a writer, on any
+//! holder), and the owner thread, which grants shares to waiting clients
+//! too, does the same checks on the same word. The owner does I/O on a
+//! slot, or gives it to another block, only after closing the word with a
+//! compare-and-swap that fails while anyone holds it. So at any time a
+//! block has either any number of read guards or one write guard, and
+//! never an I/O alongside them. A write guard is the only way to get
+//! `&mut [u8]` of a block, and it gives it out only through `&mut self`;
+//! so no block memory is reachable by two `&mut` at once, nor by a `&mut`
+//! and a `&`. The guard keeps the pool alive (an `Arc`) and gives up its
+//! share only in `Drop`, after its last borrow has ended.
 //!
 //! # A write guard dropped during a panic
 //!
@@ -76,14 +82,15 @@ pub struct WriteGuard {
     block: u64,
 }
 
-// SAFETY: a guard is a capability granted by the owner thread, not tied to
-// the thread that asked; its Drop only sends a message. The bytes it
-// points at are not shared mutably with anyone while it lives (module docs).
+// SAFETY: a guard is a share counted in its slot's atomic word, not tied
+// to the thread that took it; its Drop is an atomic release (and maybe a
+// message). The bytes it points at are not shared mutably with anyone
+// while it lives (module docs).
 unsafe impl Send for ReadGuard {}
 // SAFETY: &ReadGuard only gives &[u8]; shared reads are what it grants.
 unsafe impl Sync for ReadGuard {}
-// SAFETY: as for ReadGuard: Drop only sends a message; exclusivity is
-// granted by the owner.
+// SAFETY: as for ReadGuard; exclusivity is the writer mark in the slot's
+// word.
 unsafe impl Send for WriteGuard {}
 // SAFETY: &WriteGuard only gives &[u8]; &mut needs &mut WriteGuard.
 unsafe impl Sync for WriteGuard {}
@@ -144,9 +151,9 @@ impl WriteGuard {
 impl Deref for ReadGuard {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // SAFETY: the owner granted this slot shared and keeps it resident,
-        // unwritten and unread by I/O until our Drop; the pool lives as long
-        // as `core` (module docs).
+        // SAFETY: our reader share in the slot's word keeps writers out and
+        // the owner from reusing the slot or doing I/O on it until our Drop;
+        // the pool lives as long as `core` (module docs).
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.core.pool.block_size()) }
     }
 }
@@ -154,8 +161,9 @@ impl Deref for ReadGuard {
 impl Deref for WriteGuard {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // SAFETY: the owner granted this slot exclusively until our Drop;
-        // &self excludes a live &mut from deref_mut.
+        // SAFETY: our writer mark in the slot's word excludes every other
+        // holder and the owner's I/O until our Drop; &self excludes a live
+        // &mut from deref_mut.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.core.pool.block_size()) }
     }
 }
@@ -170,7 +178,7 @@ impl DerefMut for WriteGuard {
 
 impl Drop for ReadGuard {
     fn drop(&mut self) {
-        self.core.put(self.slot, false);
+        self.core.release(self.slot, false);
     }
 }
 
@@ -178,7 +186,7 @@ impl Drop for WriteGuard {
     fn drop(&mut self) {
         // Dirty even when unwinding: see "A write guard dropped during a
         // panic" above.
-        self.core.put(self.slot, true);
+        self.core.release(self.slot, true);
     }
 }
 

@@ -1,6 +1,6 @@
 //! Counters: kept by the owner thread in atomics, read without a round trip.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 /// A snapshot of the cache's counters. Counters count blocks, not requests.
 ///
@@ -39,25 +39,31 @@ pub struct Stats {
 }
 
 macro_rules! counters {
-    ($($name:ident),* $(,)?) => {
-        /// The live counters behind [`Stats`]: written by the owner thread
-        /// (relaxed: each counter is exact, a snapshot is not atomic across
-        /// counters), read by anyone.
+    (striped: $($hot:ident),* ; owner: $($name:ident),* $(,)?) => {
+        /// The live counters behind [`Stats`]. Hit counters are bumped by
+        /// client threads on the fast path, so they are striped; the rest
+        /// only by the owner thread. Each counter is exact; a snapshot is
+        /// not atomic across counters.
         #[derive(Default)]
-        pub(crate) struct Counters { $(pub(crate) $name: AtomicU64,)* }
+        pub(crate) struct Counters {
+            $(pub(crate) $hot: Striped,)*
+            $(pub(crate) $name: AtomicU64,)*
+        }
 
         impl Counters {
             pub(crate) fn snapshot(&self) -> Stats {
-                Stats { $($name: self.$name.load(Relaxed),)* }
+                Stats {
+                    $($hot: self.$hot.sum(),)*
+                    $($name: self.$name.load(Relaxed),)*
+                }
             }
         }
     };
 }
 
 counters!(
-    read_hits,
-    read_misses,
-    write_hits,
+    striped: read_hits, write_hits;
+    owner: read_misses,
     write_misses,
     write_zeroes,
     prefetches,
@@ -69,9 +75,37 @@ counters!(
     syncs,
 );
 
-/// Add one to a counter. Only the owner thread writes counters, so a
-/// load + store is exact and cheaper than a locked add.
+/// Add one to a counter. Only the owner thread writes these, so a load +
+/// store is exact and cheaper than a locked add.
 #[inline]
 pub(crate) fn bump(c: &AtomicU64) {
     c.store(c.load(Relaxed) + 1, Relaxed);
+}
+
+const STRIPES: usize = 16;
+
+#[derive(Default)]
+#[repr(align(128))]
+struct Stripe(AtomicU64);
+
+/// A counter many threads add to: one cache line per stripe, each thread
+/// on its own stripe (round-robin), summed when read. A shared counter
+/// would bounce one cache line between every pair of hitting threads.
+#[derive(Default)]
+pub(crate) struct Striped([Stripe; STRIPES]);
+
+impl Striped {
+    #[inline]
+    pub(crate) fn add(&self, n: u64) {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        thread_local! {
+            static MINE: usize = NEXT.fetch_add(1, Relaxed) % STRIPES;
+        }
+        let i = MINE.try_with(|m| *m).unwrap_or(0);
+        self.0[i].0.fetch_add(n, Relaxed);
+    }
+
+    pub(crate) fn sum(&self) -> u64 {
+        self.0.iter().map(|s| s.0.load(Relaxed)).sum()
+    }
 }

@@ -1,6 +1,12 @@
-//! Gets, puts and prefetches: handing out slots, waiting, evicting, and the
-//! writeback that makes room.
+//! Gets, releases and prefetches: handing out slots, waiting, evicting,
+//! and the writeback that makes room.
+//!
+//! Clients take hits themselves (see `slot_state`); what reaches the owner
+//! is misses, gets on closed or contended slots, and releases it asked to
+//! hear about. Every decision here reads the slot's atomic word, because a
+//! client may take or release an open slot at any moment.
 
+use super::slot_state::{free_for, holders, DIRTY, READ_ONLY, REFERENCED};
 use super::{Answer, Mode, Owner, QueueId, Replier, State, Waiter};
 use crate::error::{Error, IoFailure};
 use crate::owner::lists::List;
@@ -16,6 +22,8 @@ const WRITEBACK_BATCH: u32 = 16;
 enum NoSlot {
     /// A slot will come: a guard will be dropped, or I/O will complete.
     Wait,
+    /// A slot became free while we looked: try again.
+    Retry,
     /// None can: every unheld block is dirty and failed to write.
     Fail(IoFailure),
 }
@@ -41,19 +49,17 @@ impl Owner {
         if let Err(e) = self.check(dev, block, mode) {
             return reply.send(Err(e));
         }
-        let resident = self.index.get(&(dev, block)).copied();
+        let resident = self.shared.index.get(dev, block);
         let hit = resident.is_some_and(|s| self.slots[s as usize].state != State::Reading);
         if !wait {
             // try_*: granted now or WouldBlock, never a wait or an I/O.
-            return match resident {
-                Some(slot)
-                    if hit && self.slots[slot as usize].waiters.is_empty() && self.grantable(slot, mode) =>
-                {
+            if let Some(slot) = resident.filter(|_| hit) {
+                if self.slots[slot as usize].waiters.is_empty() && self.grant_now(slot, mode) {
                     self.count_get(mode, true);
-                    self.grant(slot, mode, reply);
+                    return reply.send(Ok(Answer::Slot(slot)));
                 }
-                _ => reply.send(Err(Error::WouldBlock)),
-            };
+            }
+            return reply.send(Err(Error::WouldBlock));
         }
         self.count_get(mode, hit);
         let w = Waiter::new(dev, block, mode, reply);
@@ -68,31 +74,32 @@ impl Owner {
 
     fn count_get(&self, mode: Mode, hit: bool) {
         let c = &self.counters;
-        bump(match (mode, hit) {
-            (Mode::Read, true) => &c.read_hits,
-            (Mode::Read, false) => &c.read_misses,
-            (_, true) => &c.write_hits,
-            (_, false) => &c.write_misses,
-        });
+        match (mode, hit) {
+            (Mode::Read, true) => c.read_hits.add(1),
+            (Mode::Read, false) => bump(&c.read_misses),
+            (_, true) => c.write_hits.add(1),
+            (_, false) => bump(&c.write_misses),
+        }
         if mode == Mode::Zeroed {
             bump(&c.write_zeroes);
         }
     }
 
-    /// The block has a slot: take it now if nobody is ahead and it is free
-    /// in this mode, else queue behind the others.
+    /// The block has a slot: queue behind whoever waits, then serve the
+    /// queue (which grants at once when nobody is ahead and it is free).
     fn get_resident(&mut self, slot: u32, w: Waiter) {
-        if self.slots[slot as usize].waiters.is_empty() && self.grantable(slot, w.mode) {
-            self.grant(slot, w.mode, w.reply);
-        } else {
-            self.push_waiter(QueueId::Block(slot), w);
-        }
+        self.push_waiter(QueueId::Block(slot), w);
+        self.serve_block(slot);
     }
 
     /// The block has no slot: find one, then read into it (or zero it).
     fn get_new(&mut self, mut w: Waiter) {
-        let Some(slot) = self.take_slot() else {
+        let slot = loop {
+            if let Some(slot) = self.take_slot() {
+                break slot;
+            }
             match self.no_slot() {
+                NoSlot::Retry => continue,
                 NoSlot::Wait => self.writeback_oldest(WRITEBACK_BATCH),
                 // Every unheld block failed to write: try them once more
                 // for this get (the fault may have cleared) before failing.
@@ -104,72 +111,98 @@ impl Owner {
             w.retried = true;
             return self.push_waiter(QueueId::Slots, w);
         };
-        let s = &mut self.slots[slot as usize];
-        s.key = (w.dev, w.block);
-        s.dirty = false;
-        self.index.insert((w.dev, w.block), slot);
+        self.assign(slot, w.dev, w.block);
         if w.mode == Mode::Zeroed {
-            // Never read: the guard zero-fills it and its drop makes it dirty.
-            s.state = State::Resident;
-            self.grant(slot, Mode::Zeroed, w.reply);
+            // Never read: the guard zero-fills it and its release makes it
+            // dirty.
+            self.slots[slot as usize].state = State::Resident;
+            self.lists.move_to(slot, List::Clean);
+            self.get_resident(slot, w);
         } else {
             self.issue_read(slot);
             self.push_waiter(QueueId::Block(slot), w);
         }
     }
 
-    fn grantable(&self, slot: u32, mode: Mode) -> bool {
-        let s = &self.slots[slot as usize];
-        s.state == State::Resident && !s.writer && (mode == Mode::Read || s.readers == 0)
+    /// Give a slot taken by `take_slot` (closed, unheld) to a block.
+    pub(super) fn assign(&mut self, slot: u32, dev: DeviceId, block: u64) {
+        let read_only = self.devices[&dev].file.is_read_only();
+        let shared = &self.shared.slots[slot as usize];
+        shared.key.set(dev.0, block);
+        shared.state.set(DIRTY | REFERENCED | READ_ONLY, false);
+        shared.state.set(READ_ONLY, read_only);
+        self.slots[slot as usize].key = (dev, block);
+        self.shared.index.insert(dev, block, slot);
     }
 
-    fn grant(&mut self, slot: u32, mode: Mode, reply: Replier) {
-        let s = &mut self.slots[slot as usize];
-        if mode == Mode::Read {
-            s.readers += 1;
-        } else {
-            s.writer = true;
+    /// Grant `slot` in `mode` if it is resident and free in that mode,
+    /// atomically against clients: the slot is closed first, so no client
+    /// can take it between the look and the grant.
+    fn grant_now(&mut self, slot: u32, mode: Mode) -> bool {
+        if self.slots[slot as usize].state != State::Resident {
+            return false;
         }
-        self.live_guards += 1;
-        if self.lists.list_of(slot) != List::Held {
-            self.lists.move_to(slot, List::Held);
+        let st = &self.shared.slots[slot as usize].state;
+        st.close();
+        let granted = free_for(st.load(), mode != Mode::Read);
+        if granted {
+            st.grant(mode != Mode::Read);
         }
-        reply.send(Ok(Answer::Slot(slot)));
+        self.reopen(slot);
+        granted
     }
 
     /// Serve the waiters at the front of `slot`'s queue that can have it
-    /// now: a run of readers, or one writer.
+    /// now — a run of readers, or one writer — and leave the slot closed
+    /// with a wake-up armed while any remain.
     pub(super) fn serve_block(&mut self, slot: u32) {
-        while let Some(mode) = self.front_waiter(QueueId::Block(slot)).map(|w| w.mode) {
-            if !self.grantable(slot, mode) {
-                break;
+        loop {
+            let Some(mode) = self.front_waiter(QueueId::Block(slot)).map(|w| w.mode) else {
+                return self.reopen(slot);
+            };
+            let st = &self.shared.slots[slot as usize].state;
+            // Armed before looking: a holder that leaves after our look
+            // will see the mark and tell us.
+            st.close_and_wake();
+            let resident = self.slots[slot as usize].state == State::Resident;
+            if !resident || !free_for(st.load(), mode != Mode::Read) {
+                return;
             }
+            st.grant(mode != Mode::Read);
             let w = self.pop_waiter(QueueId::Block(slot)).expect("front exists");
-            self.grant(slot, mode, w.reply);
+            w.reply.send(Ok(Answer::Slot(slot)));
         }
     }
 
-    /// A guard was dropped.
-    pub(super) fn put(&mut self, slot: u32, write: bool) {
-        let s = &mut self.slots[slot as usize];
-        if write {
-            debug_assert!(s.writer);
-            s.writer = false;
-            s.dirty = true;
-        } else {
-            debug_assert!(s.readers > 0);
-            s.readers -= 1;
+    /// Let clients take `slot` themselves again, if nothing the owner does
+    /// needs it closed: it is resident and nobody waits for it. The wake
+    /// mark stays while gets wait for any slot (a release may free one).
+    pub(super) fn reopen(&mut self, slot: u32) {
+        let s = &self.slots[slot as usize];
+        if s.state == State::Resident && s.waiters.is_empty() {
+            self.shared.slots[slot as usize]
+                .state
+                .open(self.slot_queue.is_empty());
         }
-        self.live_guards -= 1;
-        if !s.held() {
-            // An errored block that was held again goes back to Dirty: the
-            // next writeback retries it with its new contents.
-            let to = if s.dirty { List::Dirty } else { List::Clean };
-            self.lists.move_to(slot, to);
-            self.serve_block(slot);
-            if to == List::Dirty && self.lists.list_of(slot) == List::Dirty {
-                self.preemptive_writeback();
-            }
+    }
+
+    /// A client released `slot` and was asked to say so (it was the last
+    /// holder of a slot marked to wake us, or it made the block dirty).
+    /// The message may be stale: decide from the slot as it is now.
+    pub(super) fn released(&mut self, slot: u32) {
+        if self.slots[slot as usize].state != State::Resident {
+            return;
+        }
+        let word = self.shared.slots[slot as usize].state.load();
+        let dirty = word & DIRTY != 0;
+        if dirty && self.lists.list_of(slot) != List::Dirty {
+            // The dirty list runs in the order blocks became dirty: the
+            // writeback order.
+            self.lists.move_to(slot, List::Dirty);
+        }
+        self.serve_block(slot);
+        if dirty {
+            self.preemptive_writeback();
         }
     }
 
@@ -183,54 +216,121 @@ impl Owner {
             return;
         }
         let mut soon = ready(self) + self.writes_in_flight;
-        while 3 * soon < 2 * cap {
-            let Some(slot) = self.lists.head(List::Dirty) else {
+        let mut at = self.lists.head(List::Dirty);
+        while let Some(slot) = at {
+            if 3 * soon >= 2 * cap {
                 break;
-            };
-            self.issue_write(slot);
-            bump(&self.counters.preemptive_writebacks);
-            soon += 1;
+            }
+            at = self.lists.next(slot);
+            if self.try_writeback(slot) {
+                bump(&self.counters.preemptive_writebacks);
+                soon += 1;
+            }
         }
+    }
+
+    /// Write `slot` back if nobody holds it. A held block is never written
+    /// back: its holder may be changing it.
+    pub(super) fn try_writeback(&mut self, slot: u32) -> bool {
+        if !self.shared.slots[slot as usize].state.try_close() {
+            return false;
+        }
+        self.issue_write(slot);
+        true
     }
 
     /// Write back up to `n` of the oldest unheld dirty blocks.
     pub(super) fn writeback_oldest(&mut self, n: u32) {
-        for _ in 0..n {
-            let Some(slot) = self.lists.head(List::Dirty) else {
-                break;
-            };
-            self.issue_write(slot);
+        let mut left = n;
+        let mut at = self.lists.head(List::Dirty);
+        while let (Some(slot), true) = (at, left > 0) {
+            at = self.lists.next(slot);
+            if self.try_writeback(slot) {
+                left -= 1;
+            }
         }
     }
 
     /// Write back every block whose last writeback failed.
     fn retry_errored(&mut self) {
-        while let Some(slot) = self.lists.head(List::Errored) {
-            self.issue_write(slot);
+        let mut at = self.lists.head(List::Errored);
+        while let Some(slot) = at {
+            at = self.lists.next(slot);
+            self.try_writeback(slot);
         }
     }
 
-    /// A free slot, or the least recently used clean one, evicted.
+    /// A free slot, or a clean one evicted by CLOCK: the least recently
+    /// released clean block whose reference bit is clear and that nobody
+    /// holds. Blocks passed over go to the back with their bit cleared.
     fn take_slot(&mut self) -> Option<u32> {
         if let Some(slot) = self.lists.head(List::Free) {
             return Some(slot);
         }
-        let slot = self.lists.head(List::Clean)?;
-        let key = self.slots[slot as usize].key;
-        self.index.remove(&key);
-        self.slots[slot as usize].state = State::Free;
-        self.lists.move_to(slot, List::Free);
-        bump(&self.counters.evictions);
-        Some(slot)
+        // Two passes: the first may only clear reference bits.
+        for _ in 0..2 * self.lists.len(List::Clean) {
+            let slot = self.lists.head(List::Clean)?;
+            let st = &self.shared.slots[slot as usize].state;
+            let word = st.load();
+            if word & DIRTY != 0 {
+                // Written by a client whose Released is on its way.
+                self.lists.move_to(slot, List::Dirty);
+                continue;
+            }
+            // A slot with gets queued is spoken for, even between holders.
+            let queued = !self.slots[slot as usize].waiters.is_empty();
+            if queued || holders(word) > 0 || word & REFERENCED != 0 || !st.try_close() {
+                st.set(REFERENCED, false);
+                self.lists.move_to(slot, List::Clean);
+                continue;
+            }
+            if st.load() & DIRTY != 0 {
+                // A writer came and went between the look and the close.
+                self.reopen(slot);
+                self.lists.move_to(slot, List::Dirty);
+                continue;
+            }
+            let key = self.slots[slot as usize].key;
+            self.shared.index.remove(key.0, key.1);
+            self.slots[slot as usize].state = State::Free;
+            self.lists.move_to(slot, List::Free);
+            bump(&self.counters.evictions);
+            return Some(slot);
+        }
+        None
     }
 
-    /// No free or clean slot: will one come?
-    fn no_slot(&self) -> NoSlot {
-        let l = &self.lists;
-        if l.len(List::Held) + l.len(List::Dirty) + l.len(List::IoPending) > 0 {
+    /// No free or clean slot could be taken: will one come? Held slots are
+    /// marked to wake us when released (marked before looking, so a
+    /// release cannot slip between).
+    fn no_slot(&mut self) -> NoSlot {
+        let mut wait = self.lists.len(List::Dirty) + self.lists.len(List::IoPending) > 0;
+        for slot in 0..self.slots.len() as u32 {
+            if self.slots[slot as usize].state != State::Resident {
+                continue;
+            }
+            let st = &self.shared.slots[slot as usize].state;
+            st.wake_on_release();
+            let word = st.load();
+            // Gets queued on an unheld slot: its last holder's Released is
+            // on its way (serve_block armed the wake).
+            let queued = !self.slots[slot as usize].waiters.is_empty();
+            let on_clean = self.lists.list_of(slot) == List::Clean;
+            // Dirty on the clean list: its writer's Released is on its way.
+            if holders(word) > 0 || queued || (on_clean && word & DIRTY != 0) {
+                wait = true;
+            } else if on_clean {
+                // Released after take_slot looked, unannounced.
+                return NoSlot::Retry;
+            }
+        }
+        if wait {
             return NoSlot::Wait;
         }
-        let slot = l.head(List::Errored).expect("every slot is on some list");
+        let slot = self
+            .lists
+            .head(List::Errored)
+            .expect("every slot is on some list");
         NoSlot::Fail(
             self.slots[slot as usize]
                 .error
@@ -240,7 +340,7 @@ impl Owner {
     }
 
     /// Hand freed or cleaned slots to the gets waiting for one, in order;
-    /// fail them all when no slot can ever come.
+    /// fail them when no slot can ever come.
     pub(super) fn serve_slot_queue(&mut self) {
         while let Some(w) = self.front_waiter(QueueId::Slots) {
             let (dev, block, mode) = (w.dev, w.block, w.mode);
@@ -249,34 +349,35 @@ impl Owner {
                 w.reply.send(Err(e));
                 continue;
             }
-            if let Some(&slot) = self.index.get(&(dev, block)) {
+            if let Some(slot) = self.shared.index.get(dev, block) {
                 let w = self.pop_waiter(QueueId::Slots).expect("front exists");
                 self.get_resident(slot, w);
                 continue;
             }
-            if self.lists.len(List::Free) + self.lists.len(List::Clean) > 0 {
-                let w = self.pop_waiter(QueueId::Slots).expect("front exists");
-                self.get_new(w);
-                continue;
-            }
-            match self.no_slot() {
-                NoSlot::Wait => {
-                    if self.writes_in_flight == 0 {
-                        self.writeback_oldest(WRITEBACK_BATCH);
+            let Some(slot) = self.take_slot() else {
+                match self.no_slot() {
+                    NoSlot::Retry => continue,
+                    NoSlot::Wait => {
+                        if self.writes_in_flight == 0 {
+                            self.writeback_oldest(WRITEBACK_BATCH);
+                        }
                     }
-                    break;
-                }
-                NoSlot::Fail(e) => {
-                    if self.front_waiter(QueueId::Slots).is_some_and(|w| w.retried) {
-                        let w = self.pop_waiter(QueueId::Slots).expect("front exists");
-                        w.reply.send(Err(e.into()));
-                        continue;
+                    NoSlot::Fail(e) => {
+                        if self.front_waiter(QueueId::Slots).is_some_and(|w| w.retried) {
+                            let w = self.pop_waiter(QueueId::Slots).expect("front exists");
+                            w.reply.send(Err(e.into()));
+                            continue;
+                        }
+                        self.retry_errored();
+                        self.mark_slot_waiters_retried();
                     }
-                    self.retry_errored();
-                    self.mark_slot_waiters_retried();
-                    break;
                 }
-            }
+                break;
+            };
+            // The slot is on Free now, where get_new takes it from.
+            debug_assert_eq!(self.lists.list_of(slot), List::Free);
+            let w = self.pop_waiter(QueueId::Slots).expect("front exists");
+            self.get_new(w);
         }
     }
 
@@ -284,7 +385,7 @@ impl Owner {
     /// device has fewer than `queue_depth` I/Os in flight, no get is
     /// waiting for a slot, and a slot is free or clean.
     pub(super) fn prefetch(&mut self, dev: DeviceId, block: u64) {
-        if self.check(dev, block, Mode::Read).is_err() || self.index.contains_key(&(dev, block)) {
+        if self.check(dev, block, Mode::Read).is_err() || self.shared.index.contains(dev, block) {
             return;
         }
         if self.devices[&dev].in_flight >= self.depth || !self.slot_queue.is_empty() {
@@ -293,10 +394,7 @@ impl Owner {
         let Some(slot) = self.take_slot() else {
             return;
         };
-        let s = &mut self.slots[slot as usize];
-        s.key = (dev, block);
-        s.dirty = false;
-        self.index.insert((dev, block), slot);
+        self.assign(slot, dev, block);
         self.issue_read(slot);
         bump(&self.counters.prefetches);
     }

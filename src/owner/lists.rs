@@ -8,8 +8,11 @@
 //!   writeback order);
 //! - `Errored`: an unheld dirty block whose last writeback failed; only a
 //!   flush retries it;
-//! - `IoPending`: a block being read or written back — never held;
-//! - `Held`: a block some guard holds — never written back or evicted.
+//! - `IoPending`: a block being read or written back — never held.
+//!
+//! Whether a resident block is held is not a list: clients take and
+//! release blocks themselves (see `slot_state`), so the owner learns it
+//! from the slot's atomic word when it wants to evict or write back.
 //!
 //! The lists are intrusive (links live in two arrays indexed by slot), so
 //! moving a slot between lists is O(1) and never allocates.
@@ -22,10 +25,9 @@ pub(crate) enum List {
     Dirty = 2,
     Errored = 3,
     IoPending = 4,
-    Held = 5,
 }
 
-const LISTS: usize = 6;
+const LISTS: usize = 5;
 const NIL: u32 = u32::MAX;
 
 pub(crate) struct Lists {
@@ -148,7 +150,6 @@ mod tests {
             List::Dirty,
             List::Errored,
             List::IoPending,
-            List::Held,
         ]
         .iter()
         .map(|&x| l.len(x))

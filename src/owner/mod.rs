@@ -40,9 +40,11 @@
 //! buffer the kernel is filling is never visible to a guard.
 
 pub(crate) mod get;
+pub(crate) mod index;
 pub(crate) mod lists;
 pub(crate) mod ops;
 pub(crate) mod pool;
+pub(crate) mod slot_state;
 
 use crate::device::DeviceFile;
 use crate::engine::{Engine, IoKind, IoRequest};
@@ -50,10 +52,12 @@ use crate::error::{Error, IoFailure};
 use crate::stats::{bump, Counters};
 use crate::DeviceId;
 use crossbeam_channel::{Receiver, Sender};
+use index::Index;
 use lists::{List, Lists};
 use pool::{BlockBuf, Pool};
 use rustc_hash::FxHashMap;
 use slab::Slab;
+use slot_state::{holders, SlotKey, SlotState, CLOSED, DIRTY};
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -128,10 +132,10 @@ pub(crate) enum Msg {
         wait: bool,
         reply: Replier,
     },
-    /// A guard was dropped; `write` for a write guard (the block is dirty).
-    Put {
+    /// A guard left a slot and the owner must hear of it (see
+    /// `SlotState::release`): it wrote the block, or the owner asked.
+    Released {
         slot: u32,
-        write: bool,
     },
     Prefetch {
         dev: DeviceId,
@@ -166,20 +170,43 @@ pub(crate) enum State {
     Resident,
 }
 
+/// The owner's private view of a slot. Who holds it, and whether it is
+/// dirty, live in the shared atomic word (`Shared::slots`).
 pub(crate) struct Slot {
     pub(crate) key: (DeviceId, u64),
     pub(crate) state: State,
-    pub(crate) dirty: bool,
-    pub(crate) readers: u32,
-    pub(crate) writer: bool,
     pub(crate) waiters: WaitQueue,
     /// Why the last writeback failed (the slot is on `Errored`).
     pub(crate) error: Option<IoFailure>,
 }
 
-impl Slot {
-    fn held(&self) -> bool {
-        self.readers > 0 || self.writer
+/// One slot's client-visible part, on a cache line of its own so that
+/// threads hitting neighbouring blocks do not contend.
+#[repr(align(64))]
+pub(crate) struct SharedSlot {
+    pub(crate) state: SlotState,
+    pub(crate) key: SlotKey,
+}
+
+/// What clients read (and CAS) without asking the owner: the index and
+/// each slot's state word and key. Written only by the owner, except for
+/// the holder counts clients change through `SlotState`.
+pub(crate) struct Shared {
+    pub(crate) index: Index,
+    pub(crate) slots: Box<[SharedSlot]>,
+}
+
+impl Shared {
+    pub(crate) fn new(capacity: usize) -> Arc<Shared> {
+        Arc::new(Shared {
+            index: Index::new(capacity),
+            slots: (0..capacity)
+                .map(|_| SharedSlot {
+                    state: SlotState::new(),
+                    key: SlotKey::new(),
+                })
+                .collect(),
+        })
     }
 }
 
@@ -228,7 +255,7 @@ pub(crate) struct Owner {
     pub(crate) depth: u32,
     pub(crate) slots: Vec<Slot>,
     pub(crate) lists: Lists,
-    pub(crate) index: FxHashMap<(DeviceId, u64), u32>,
+    pub(crate) shared: Arc<Shared>,
     pub(crate) waiters: Slab<Waiter>,
     /// Gets waiting for a slot to become free or clean.
     pub(crate) slot_queue: WaitQueue,
@@ -236,7 +263,6 @@ pub(crate) struct Owner {
     pub(crate) ops: Slab<ops::Op>,
     /// Syncs in flight, each with the ops waiting for its result.
     pub(crate) syncs: Slab<SyncWait>,
-    pub(crate) live_guards: u64,
     /// Writebacks submitted and not completed.
     pub(crate) writes_in_flight: u64,
     /// The last handle is gone: exit once guards, ops and I/O are done.
@@ -277,6 +303,7 @@ pub(crate) fn spawn(
     tx: Sender<Msg>,
     rx: Receiver<Msg>,
     pool: Arc<Pool>,
+    shared: Arc<Shared>,
     counters: Arc<Counters>,
     depth: u32,
     cpu: Option<usize>,
@@ -289,16 +316,19 @@ pub(crate) fn spawn(
                     log::warn!("blockcache: could not pin the owner thread to CPU {id}");
                 }
             }
-            Owner::new(rx, pool, counters, depth).run(tx);
+            Owner::new(rx, pool, shared, counters, depth).run(tx);
         })
 }
 
 impl Owner {
-    fn new(rx: Receiver<Msg>, pool: Arc<Pool>, counters: Arc<Counters>, depth: u32) -> Owner {
+    fn new(
+        rx: Receiver<Msg>,
+        pool: Arc<Pool>,
+        shared: Arc<Shared>,
+        counters: Arc<Counters>,
+        depth: u32,
+    ) -> Owner {
         let capacity = pool.capacity() as u32;
-        let mut index = FxHashMap::default();
-        // Sized once: the index never reallocates on the hit path.
-        index.reserve(capacity as usize);
         let blank = (DeviceId(0), 0);
         Owner {
             rx,
@@ -308,21 +338,17 @@ impl Owner {
                 .map(|_| Slot {
                     key: blank,
                     state: State::Free,
-                    dirty: false,
-                    readers: 0,
-                    writer: false,
                     waiters: WaitQueue::default(),
                     error: None,
                 })
                 .collect(),
             lists: Lists::new(capacity),
-            index,
+            shared,
             waiters: Slab::with_capacity(64),
             slot_queue: WaitQueue::default(),
             devices: FxHashMap::default(),
             ops: Slab::new(),
             syncs: Slab::new(),
-            live_guards: 0,
             writes_in_flight: 0,
             handles_gone: false,
             exit: false,
@@ -366,7 +392,7 @@ impl Owner {
                 wait,
                 reply,
             } => self.get(dev, block, mode, wait, reply),
-            Msg::Put { slot, write } => self.put(slot, write),
+            Msg::Released { slot } => self.released(slot),
             Msg::Prefetch { dev, block } => self.prefetch(dev, block),
             Msg::Open {
                 dev,
@@ -427,7 +453,7 @@ impl Owner {
     /// Nothing left to do for anyone: no handle, guard, op, waiter or I/O.
     pub(crate) fn may_exit(&self) -> bool {
         self.handles_gone
-            && self.live_guards == 0
+            && self.shared.slots.iter().all(|s| holders(s.state.load()) == 0)
             && self.ops.is_empty()
             && self.slot_queue.is_empty()
             && self.devices.values().all(|d| d.in_flight == 0)
@@ -447,11 +473,16 @@ impl Owner {
         bump(&self.counters.reads_issued);
     }
 
-    /// Write `slot` back. Only unheld dirty slots are written: a held block
-    /// is never written back (its holder may be changing it).
+    /// Write `slot` back. The caller has closed it with no holders
+    /// (`try_writeback`): a held block is never written back. The dirty
+    /// mark goes now — nobody can change the block until the write ends —
+    /// and comes back if the write fails.
     pub(crate) fn issue_write(&mut self, slot: u32) {
-        let s = &self.slots[slot as usize];
-        debug_assert!(s.state == State::Resident && s.dirty && !s.held());
+        let st = &self.shared.slots[slot as usize].state;
+        let word = st.load();
+        debug_assert!(word & CLOSED != 0 && holders(word) == 0 && word & DIRTY != 0);
+        debug_assert_eq!(self.slots[slot as usize].state, State::Resident);
+        st.set(DIRTY, false);
         self.issue(slot, IoKind::Write);
         self.slots[slot as usize].state = State::Writing;
         self.writes_in_flight += 1;
@@ -546,16 +577,18 @@ impl Owner {
         }
     }
 
-    /// Forget `slot`'s block and put the slot on `Free`. Waiters still
-    /// queued on it start over as new gets (they will read it again).
+    /// Forget `slot`'s block and put the slot on `Free`. The caller has
+    /// closed it with no holders. Waiters still queued on it start over as
+    /// new gets (they will read it again).
     pub(crate) fn free_slot(&mut self, slot: u32) {
+        let word = self.shared.slots[slot as usize].state.load();
+        debug_assert!(word & CLOSED != 0 && holders(word) == 0);
         let s = &mut self.slots[slot as usize];
-        debug_assert!(!s.held() && matches!(s.state, State::Resident | State::Reading));
+        debug_assert!(matches!(s.state, State::Resident | State::Reading));
         let key = s.key;
         s.state = State::Free;
-        s.dirty = false;
         s.error = None;
-        self.index.remove(&key);
+        self.shared.index.remove(key.0, key.1);
         self.lists.move_to(slot, List::Free);
         while let Some(w) = self.pop_waiter(QueueId::Block(slot)) {
             self.push_waiter(QueueId::Slots, w);

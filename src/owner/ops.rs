@@ -10,6 +10,7 @@ use super::{Answer, Mode, OpKind, Owner, QueueId, Replier, State};
 use crate::engine::{IoKind, IoRequest};
 use crate::error::{Error, IoFailure};
 use crate::owner::lists::List;
+use crate::owner::slot_state::DIRTY;
 use crate::stats::bump;
 use crate::DeviceId;
 
@@ -122,7 +123,6 @@ impl Owner {
             None => {
                 // Written: clean now, and the dirty count drops with it
                 // (LVM bug A: its counter never went down).
-                s.dirty = false;
                 s.error = None;
                 self.lists.move_to(slot, List::Clean);
                 if let Some(d) = self.devices.get_mut(&dev) {
@@ -134,6 +134,7 @@ impl Owner {
                 // a flush writes it.
                 s.error = Some(e.clone());
                 self.lists.move_to(slot, List::Errored);
+                self.shared.slots[slot as usize].state.set(DIRTY, true);
             }
         }
         self.serve_block(slot);
@@ -231,37 +232,36 @@ impl Owner {
                 }
             }
             OpKind::Close(dev) => {
-                if self.device_busy(dev) {
+                if !self.close_device_slots(dev) {
                     return op.reply.take().map_or((), |r| r.send(Err(Error::Busy)));
                 }
                 self.devices.get_mut(&dev).expect("checked above").closing = true;
                 self.write_dirty(&mut op, Some(dev));
             }
             OpKind::Abort(dev) => {
-                if self.device_busy(dev) {
+                if !self.close_device_slots(dev) {
                     return op.reply.take().map_or((), |r| r.send(Err(Error::Busy)));
                 }
                 for slot in self.device_slots(dev) {
                     match self.slots[slot as usize].state {
                         State::Reading | State::Writing => op.waiting.push(slot),
-                        _ => self.drop_unheld(slot),
+                        _ => self.free_slot(slot),
                     }
                 }
             }
             OpKind::Invalidate(dev, block) => {
                 let slots = match block {
-                    Some(b) => self.index.get(&(dev, b)).copied().into_iter().collect(),
+                    Some(b) => self.shared.index.get(dev, b).into_iter().collect(),
                     None => self.device_slots(dev),
                 };
                 for slot in slots {
-                    let s = &self.slots[slot as usize];
-                    if s.held() {
+                    if matches!(self.slots[slot as usize].state, State::Reading | State::Writing) {
+                        op.waiting.push(slot);
+                    } else if !self.shared.slots[slot as usize].state.try_close() {
                         // Never write back or clean a block someone holds
                         // (LVM bug C); it stays as its holder left it.
                         op.busy = true;
-                    } else if matches!(s.state, State::Reading | State::Writing) {
-                        op.waiting.push(slot);
-                    } else if s.dirty {
+                    } else if self.shared.slots[slot as usize].state.load() & DIRTY != 0 {
                         self.issue_write(slot);
                         op.waiting.push(slot);
                         op.written.push((dev, 1));
@@ -281,8 +281,8 @@ impl Owner {
         let mine = |o: &Owner, s: u32| dev.is_none_or(|d| o.slots[s as usize].key.0 == d);
         for list in [List::Dirty, List::Errored] {
             for slot in self.lists.collect(list) {
-                if mine(self, slot) {
-                    self.issue_write(slot);
+                // Held blocks are skipped: the next flush writes them.
+                if mine(self, slot) && self.try_writeback(slot) {
                     op.waiting.push(slot);
                     let d = self.slots[slot as usize].key.0;
                     match op.written.iter_mut().find(|w| w.0 == d) {
@@ -347,6 +347,7 @@ impl Owner {
                     .get_mut(&dev)
                     .expect("closing device is open")
                     .closing = false;
+                self.reopen_device_slots(dev);
             } else if op.phase != Phase::Drain {
                 // Everything is written and synced; wait out reads in flight
                 // (prefetches), then drop every block and the device.
@@ -407,21 +408,24 @@ impl Owner {
     /// Invalidate: drop `slot` now that its I/O is done, if it is clean and
     /// unheld; a failed writeback keeps it (dirty) and fails the op.
     fn drop_if_clean(&mut self, id: usize, slot: u32) {
-        let s = &self.slots[slot as usize];
-        if s.state != State::Resident {
+        if self.slots[slot as usize].state != State::Resident {
             return; // a failed read already freed it
         }
-        if s.held() {
+        let st = &self.shared.slots[slot as usize].state;
+        if !st.try_close() {
             self.ops[id].busy = true;
-        } else if !s.dirty {
+        } else if st.load() & DIRTY != 0 {
+            self.reopen(slot);
+        } else {
             self.free_slot(slot);
         }
     }
 
     /// Drop `slot` unless a guard holds it (dirty data is discarded).
     fn drop_unheld(&mut self, slot: u32) {
-        let s = &self.slots[slot as usize];
-        if s.state == State::Resident && !s.held() {
+        if self.slots[slot as usize].state == State::Resident
+            && self.shared.slots[slot as usize].state.try_close()
+        {
             self.free_slot(slot);
         }
     }
@@ -436,13 +440,34 @@ impl Owner {
             .collect()
     }
 
-    /// A block of `dev` is held or has gets queued for it.
-    fn device_busy(&self, dev: DeviceId) -> bool {
-        self.waiters.iter().any(|(_, w)| w.dev == dev)
-            || self
-                .device_slots(dev)
-                .iter()
-                .any(|&s| self.slots[s as usize].held())
+    /// Close every resident block of `dev` to clients, all or none:
+    /// `false` (and nothing closed) when one is held or has gets queued.
+    /// Closing them first is what makes the busy check atomic against
+    /// clients taking blocks themselves.
+    fn close_device_slots(&mut self, dev: DeviceId) -> bool {
+        if self.waiters.iter().any(|(_, w)| w.dev == dev) {
+            return false;
+        }
+        let slots = self.device_slots(dev);
+        let resident = |o: &Owner, s: u32| o.slots[s as usize].state == State::Resident;
+        for (i, &slot) in slots.iter().enumerate() {
+            if resident(self, slot) && !self.shared.slots[slot as usize].state.try_close() {
+                for &undo in &slots[..i] {
+                    if resident(self, undo) {
+                        self.reopen(undo);
+                    }
+                }
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Let clients take `dev`'s resident blocks again (a close failed).
+    fn reopen_device_slots(&mut self, dev: DeviceId) {
+        for slot in self.device_slots(dev) {
+            self.reopen(slot);
+        }
     }
 }
 
