@@ -1,10 +1,17 @@
-//! The owner thread: the one place cache state lives.
+//! The owner thread: the one place cache decisions are made.
 //!
-//! A single thread owns the index `(device, block) → slot`, the slot lists
-//! (see [`lists`]), reference counts, waiters and the device table. Nothing
-//! here is shared or locked; clients and engines reach it only through one
-//! crossbeam channel of [`Msg`], and it answers each request through the
-//! [`Replier`] the request carried.
+//! A single thread assigns slots, reads, writes back, evicts, wakes
+//! waiters and keeps the lists (see [`lists`]), the waiters and the device
+//! table. Clients and engines reach it through one crossbeam channel of
+//! [`Msg`], and it answers each request through the [`Replier`] the
+//! request carried.
+//!
+//! Two things are shared with clients, so that a hit needs no message:
+//! the index (written only here, read by clients: [`index`]) and one
+//! atomic word per slot that counts its holders ([`slot_state`], where the
+//! protocol and its proof live). Everything here that depends on whether
+//! a block is held reads that word, and everything that must exclude
+//! holders — I/O, eviction, invalidation — first closes it by CAS.
 //!
 //! # Who may wait on whom
 //!
@@ -21,7 +28,8 @@
 //!    flight** (`close` drains first, exit waits for `in_flight == 0`), so
 //!    `Engine::stop` never waits for a completion the owner would have to
 //!    receive.
-//! 4. **Clients wait only for the owner**, and the owner makes a client
+//! 4. **Clients wait only for the owner** (the fast path never waits: a
+//!    failed CAS falls back to asking), and the owner makes a client
 //!    wait only for (a) a guard held by some client, (b) an I/O in flight,
 //!    or (c) a free slot while some slot is held, dirty or in flight.
 //!    (b) always ends; (a) and (c) end when guards are dropped. A thread
