@@ -1,0 +1,503 @@
+//! Command-line flags ([`Cli`]) and their checked, resolved form ([`Plan`]).
+//!
+//! [`Cli::plan`] checks everything that can be checked without touching the
+//! filesystem and fills in each workload's defaults; a bad combination is
+//! an `Err` with a message naming the flag, never a panic. Paths are
+//! checked when the run prepares its files ([`crate::files`]).
+
+use crate::drive::Limit;
+use blockcache::config::{MAX_BLOCK_SIZE, MAX_QUEUE_DEPTH, MIN_BLOCK_SIZE};
+use blockcache::EngineKind;
+use clap::{Parser, ValueEnum};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What the run does to the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Workload {
+    /// Hot hits: a working set half the cache, read by 1, 2 and 4 threads.
+    Hot,
+    /// Cold random reads of a file 16× the cache, with and without prefetch.
+    Random,
+    /// Zipfian (θ 0.99) 80% reads / 20% writes, cache 10% of the file, then flush.
+    Mixed,
+    /// One sequential pass with a prefetch window (4× the cache).
+    Scan,
+    /// 64 files: prefetch the first block of each, then get each (LVM's scan).
+    Devices,
+}
+
+/// A system the cache is compared with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Baseline {
+    /// Buffered pread/pwrite through the page cache.
+    Pread,
+    /// O_DIRECT pread/pwrite, no cache.
+    Direct,
+    /// Raw io_uring O_DIRECT reads at the same queue depth, no cache.
+    Uring,
+    /// An in-process `parking_lot::Mutex<HashMap<u64, Box<[u8]>>>`.
+    Map,
+    /// No baseline: the cache alone.
+    None,
+}
+
+/// The cache's I/O engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// io_uring where the kernel allows it, else pread/pwrite threads.
+    Auto,
+    /// io_uring or an error.
+    Uring,
+    /// pread/pwrite threads.
+    Sync,
+}
+
+impl Engine {
+    /// The cache's own name for it.
+    pub fn kind(self) -> EngineKind {
+        match self {
+            Engine::Auto => EngineKind::Auto,
+            Engine::Uring => EngineKind::Uring,
+            Engine::Sync => EngineKind::Sync,
+        }
+    }
+}
+
+/// blockcache-bench: latency histograms of blockcache next to buffered
+/// pread, O_DIRECT pread, raw io_uring and an in-process map, in one run.
+///
+/// Systems run back to back in each round (rotating order); every number
+/// printed is the median over the rounds, and each ratio the median of the
+/// per-round ratios to the first baseline.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "blockcache-bench", version, about, long_about = None)]
+pub struct Cli {
+    /// File or block device to read (default: a temporary file, removed
+    /// afterwards). For `devices`: a directory to make the files in.
+    #[arg(long, value_name = "PATH")]
+    pub file: Option<PathBuf>,
+    /// Directory for temporary files (default: /var/tmp, which supports O_DIRECT).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// What to run.
+    #[arg(long, value_enum, default_value_t = Workload::Hot)]
+    pub workload: Workload,
+    /// Worker threads, a comma list (default: hot 1,2,4; mixed 2; others 1).
+    #[arg(long, value_name = "N[,N..]", value_delimiter = ',')]
+    pub threads: Vec<usize>,
+    /// Cache size in MiB.
+    #[arg(long, value_name = "MiB", default_value_t = 16)]
+    pub cache_mb: u64,
+    /// Size of the temporary file in MiB (default: hot ½, random 16×,
+    /// mixed 10×, scan 4× the cache).
+    #[arg(long, value_name = "MiB")]
+    pub file_mb: Option<u64>,
+    /// Block size in bytes: a power of two from 512 to 1m (4096, 4k, 64k, ...).
+    #[arg(long, value_name = "BYTES", default_value = "4k", value_parser = parse_size)]
+    pub block_size: u64,
+    /// I/Os in flight per thread, a comma list: the prefetch window and
+    /// the raw io_uring depth (random: 1,8,32; scan: 32).
+    #[arg(long, value_name = "D[,D..]", value_delimiter = ',')]
+    pub depth: Vec<u32>,
+    /// The cache's I/O engine.
+    #[arg(long, value_enum, default_value_t = Engine::Auto)]
+    pub engine: Engine,
+    /// Operations per thread per run (instead of --seconds).
+    #[arg(long, value_name = "N", conflicts_with = "seconds")]
+    pub ops: Option<u64>,
+    /// Seconds per run [default: 1].
+    #[arg(long, value_name = "S")]
+    pub seconds: Option<f64>,
+    /// Rounds; every number reported is the median over them.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub rounds: usize,
+    /// Baselines, a comma list; ratios are to the first (at the same
+    /// depth). Default: hot pread,map; random uring,direct; mixed pread;
+    /// scan pread,uring; devices direct,pread,uring. `none`: the cache alone.
+    #[arg(long, value_name = "B[,B..]", value_delimiter = ',', value_enum)]
+    pub baseline: Vec<Baseline>,
+    /// Files in the `devices` workload.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub devices: usize,
+    /// Write every number (per round and median) as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Draw the latency distributions on one chart, as SVG, to FILE.svg.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+    /// Seconds an idle cache (device open, no requests) is watched for its
+    /// CPU use after the workload; 0 skips it.
+    #[arg(long, value_name = "S", default_value_t = 2.0)]
+    pub idle_seconds: f64,
+    /// Let `mixed` write into the file given with --file (its contents are lost).
+    #[arg(long)]
+    pub allow_writes: bool,
+}
+
+/// A checked run: every default filled in.
+#[derive(Clone, Debug, Serialize)]
+pub struct Plan {
+    /// What to run.
+    pub workload: Workload,
+    /// The user's file or block device (a directory for `devices`).
+    pub file: Option<PathBuf>,
+    /// Where temporary files go.
+    pub dir: PathBuf,
+    /// Size of a temporary file (for `devices`: of each file).
+    pub file_bytes: u64,
+    /// Pool size in bytes (`capacity × block_size`).
+    pub cache_bytes: u64,
+    /// Block size in bytes.
+    pub block_size: usize,
+    /// Thread counts, one table section each.
+    pub threads: Vec<usize>,
+    /// I/O depths per thread (random, scan); empty where none applies.
+    pub depths: Vec<u32>,
+    /// Files in `devices`.
+    pub devices: usize,
+    /// The cache's engine.
+    pub engine: Engine,
+    /// How long each run lasts.
+    pub limit: Limit,
+    /// Rounds.
+    pub rounds: usize,
+    /// Baselines, the reference first; may be empty.
+    pub baselines: Vec<Baseline>,
+    /// Whether the baselines were asked for (an unavailable asked-for one is an error).
+    pub baselines_explicit: bool,
+    /// `--allow-writes`.
+    pub allow_writes: bool,
+    /// How long the idle cache is watched.
+    pub idle: Duration,
+    /// `--json`.
+    pub json: Option<PathBuf>,
+    /// `--plot`.
+    pub plot: Option<PathBuf>,
+}
+
+impl Plan {
+    /// Blocks in the pool.
+    pub fn capacity(&self) -> usize {
+        (self.cache_bytes / self.block_size as u64) as usize
+    }
+}
+
+/// Parse a byte count: `4096`, `4k`, `64K`, `1m`, `4KiB`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t.strip_suffix("ib").or_else(|| t.strip_suffix('b')).unwrap_or(&t);
+    let (digits, mult) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("`{s}` is not a size (examples: 4096, 4k, 64k, 1m)"))
+}
+
+/// Baselines that make sense for a workload, the default ones first.
+pub fn baselines_for(w: Workload) -> (&'static [Baseline], &'static [Baseline]) {
+    use Baseline::*;
+    match w {
+        Workload::Hot => (&[Pread, Map], &[Pread, Map, Direct]),
+        Workload::Random => (&[Uring, Direct], &[Uring, Direct, Pread]),
+        Workload::Mixed => (&[Pread], &[Pread, Direct]),
+        Workload::Scan => (&[Pread, Uring], &[Pread, Uring, Direct]),
+        Workload::Devices => (&[Direct, Pread, Uring], &[Direct, Pread, Uring]),
+    }
+}
+
+fn name(w: Workload) -> &'static str {
+    match w {
+        Workload::Hot => "hot",
+        Workload::Random => "random",
+        Workload::Mixed => "mixed",
+        Workload::Scan => "scan",
+        Workload::Devices => "devices",
+    }
+}
+
+impl Cli {
+    /// Check the flags and fill in the workload's defaults.
+    pub fn plan(&self) -> Result<Plan, String> {
+        let w = self.workload;
+        let wname = name(w);
+        let bs = self.block_size;
+        if !bs.is_power_of_two() || !(MIN_BLOCK_SIZE as u64..=MAX_BLOCK_SIZE as u64).contains(&bs) {
+            return Err(format!(
+                "--block-size {bs}: must be a power of two from {MIN_BLOCK_SIZE} to {MAX_BLOCK_SIZE} bytes"
+            ));
+        }
+        if !(1..=1 << 18).contains(&self.cache_mb) {
+            return Err(format!("--cache-mb {}: must be from 1 to 262144", self.cache_mb));
+        }
+        let cache_bytes = self.cache_mb << 20;
+        let capacity = cache_bytes / bs;
+        if capacity < 8 {
+            return Err(format!(
+                "--cache-mb {} holds only {capacity} blocks of {bs} bytes: at least 8 are needed",
+                self.cache_mb
+            ));
+        }
+
+        let threads = if self.threads.is_empty() {
+            match w {
+                Workload::Hot => vec![1, 2, 4],
+                Workload::Mixed => vec![2],
+                _ => vec![1],
+            }
+        } else {
+            self.threads.clone()
+        };
+        if let Some(t) = threads.iter().find(|&&t| !(1..=64).contains(&t)) {
+            return Err(format!("--threads {t}: must be from 1 to 64"));
+        }
+        if w == Workload::Devices && threads != [1] {
+            return Err("--threads: the devices workload scans from one thread".into());
+        }
+
+        let takes_depth = matches!(w, Workload::Random | Workload::Scan);
+        if !takes_depth && !self.depth.is_empty() {
+            return Err(format!(
+                "--depth applies to the random and scan workloads, not {wname}"
+            ));
+        }
+        let depths = match (w, self.depth.is_empty()) {
+            (Workload::Random, true) => vec![1, 8, 32],
+            (Workload::Scan, true) => vec![32],
+            _ => self.depth.clone(),
+        };
+        if let Some(d) = depths.iter().find(|&&d| !(1..=MAX_QUEUE_DEPTH).contains(&d)) {
+            return Err(format!("--depth {d}: must be from 1 to {MAX_QUEUE_DEPTH}"));
+        }
+        let max_t = *threads.iter().max().expect("not empty") as u64;
+        let max_d = u64::from(depths.iter().copied().max().unwrap_or(1));
+        if takes_depth && capacity < 4 * max_t * max_d {
+            return Err(format!(
+                "--cache-mb {}: {capacity} blocks is too small for {max_t} thread(s) × a window of \
+                 {max_d} blocks (need at least {} blocks)",
+                self.cache_mb,
+                4 * max_t * max_d
+            ));
+        }
+
+        let limit = match (self.ops, self.seconds) {
+            (Some(0), _) => return Err("--ops must be at least 1".into()),
+            (Some(n), _) => Limit::Ops(n),
+            (None, Some(s)) if !(s.is_finite() && s > 0.0 && s <= 3600.0) => {
+                return Err(format!("--seconds {s}: must be more than 0 and at most 3600"))
+            }
+            (None, Some(s)) => Limit::Seconds(s),
+            (None, None) => Limit::Seconds(1.0),
+        };
+        if !(1..=99).contains(&self.rounds) {
+            return Err(format!("--rounds {}: must be from 1 to 99", self.rounds));
+        }
+
+        let (defaults, allowed) = baselines_for(w);
+        let explicit = !self.baseline.is_empty();
+        let mut baselines = Vec::new();
+        if self.baseline.contains(&Baseline::None) {
+            if self.baseline.len() > 1 {
+                return Err("--baseline none cannot be combined with other baselines".into());
+            }
+        } else if explicit {
+            for &b in &self.baseline {
+                if !allowed.contains(&b) {
+                    let names: Vec<_> = allowed.iter().map(|b| format!("{b:?}").to_lowercase()).collect();
+                    return Err(format!(
+                        "--baseline {}: not a baseline of the {wname} workload (choose from {}, or none)",
+                        format!("{b:?}").to_lowercase(),
+                        names.join(", ")
+                    ));
+                }
+                if !baselines.contains(&b) {
+                    baselines.push(b);
+                }
+            }
+        } else {
+            baselines = defaults.to_vec();
+        }
+
+        if self.file.is_some() && self.file_mb.is_some() {
+            return Err("--file-mb sizes the temporary file; --file PATH is used at its own size".into());
+        }
+        if self.file.is_some() && w == Workload::Mixed && !self.allow_writes {
+            return Err(
+                "the mixed workload writes into --file PATH, destroying its contents: \
+                 add --allow-writes if that is what you want"
+                    .into(),
+            );
+        }
+        if w != Workload::Devices && self.devices != 64 {
+            return Err("--devices applies to the devices workload only".into());
+        }
+        if !(1..=1024).contains(&self.devices) {
+            return Err(format!("--devices {}: must be from 1 to 1024", self.devices));
+        }
+        let file_bytes = match (self.file_mb, w) {
+            (Some(0), _) => return Err("--file-mb must be at least 1".into()),
+            (Some(mb), _) => mb << 20,
+            (None, Workload::Hot) => (cache_bytes / 2).max(bs),
+            (None, Workload::Random) => cache_bytes * 16,
+            (None, Workload::Mixed) => cache_bytes * 10,
+            (None, Workload::Scan) => cache_bytes * 4,
+            (None, Workload::Devices) => (16 * bs).max(64 << 10),
+        };
+        if file_bytes < 2 * bs {
+            return Err(format!(
+                "--file-mb: the file must hold at least 2 blocks of {bs} bytes"
+            ));
+        }
+        if !(self.idle_seconds.is_finite() && (0.0..=60.0).contains(&self.idle_seconds)) {
+            return Err(format!(
+                "--idle-seconds {}: must be from 0 to 60",
+                self.idle_seconds
+            ));
+        }
+        if let Some(p) = &self.plot {
+            if p.extension().is_none_or(|e| !e.eq_ignore_ascii_case("svg")) {
+                return Err(format!(
+                    "--plot {}: the chart is SVG, name a .svg file",
+                    p.display()
+                ));
+            }
+        }
+        Ok(Plan {
+            workload: w,
+            file: self.file.clone(),
+            dir: self.dir.clone().unwrap_or_else(default_dir),
+            file_bytes,
+            cache_bytes,
+            block_size: bs as usize,
+            threads,
+            depths,
+            devices: self.devices,
+            engine: self.engine,
+            limit,
+            rounds: self.rounds,
+            baselines,
+            baselines_explicit: explicit,
+            allow_writes: self.allow_writes,
+            idle: Duration::from_secs_f64(self.idle_seconds),
+            json: self.json.clone(),
+            plot: self.plot.clone(),
+        })
+    }
+}
+
+/// /var/tmp (disk-backed, so O_DIRECT works), else the system temp dir.
+pub fn default_dir() -> PathBuf {
+    let var = PathBuf::from("/var/tmp");
+    if var.is_dir() {
+        var
+    } else {
+        std::env::temp_dir()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(args: &[&str]) -> Result<Plan, String> {
+        let mut argv = vec!["blockcache-bench"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).map_err(|e| e.to_string())?.plan()
+    }
+
+    #[test]
+    fn defaults_follow_the_workload() {
+        let p = plan(&[]).unwrap();
+        assert_eq!(p.workload, Workload::Hot);
+        assert_eq!(p.threads, [1, 2, 4]);
+        assert_eq!(p.baselines, [Baseline::Pread, Baseline::Map]);
+        assert_eq!(p.file_bytes, 8 << 20);
+        let r = plan(&["--workload", "random", "--cache-mb", "8"]).unwrap();
+        assert_eq!(r.depths, [1, 8, 32]);
+        assert_eq!(r.file_bytes, 128 << 20);
+        assert_eq!(r.baselines[0], Baseline::Uring);
+        assert_eq!(
+            plan(&["--workload", "mixed", "--cache-mb", "4"])
+                .unwrap()
+                .file_bytes,
+            40 << 20
+        );
+    }
+
+    #[test]
+    fn lists_sizes_and_limits_parse() {
+        let p = plan(&[
+            "--workload",
+            "random",
+            "--threads",
+            "1,2",
+            "--depth",
+            "4,16",
+            "--block-size",
+            "8k",
+            "--ops",
+            "500",
+            "--baseline",
+            "direct,uring,direct",
+        ])
+        .unwrap();
+        assert_eq!(p.threads, [1, 2]);
+        assert_eq!(p.depths, [4, 16]);
+        assert_eq!(p.block_size, 8192);
+        assert_eq!(p.limit, Limit::Ops(500));
+        assert_eq!(p.baselines, [Baseline::Direct, Baseline::Uring]);
+        assert_eq!(parse_size("1m"), Ok(1 << 20));
+        assert_eq!(parse_size("4KiB"), Ok(4096));
+        assert!(parse_size("4q").is_err());
+        assert!(plan(&["--baseline", "none"]).unwrap().baselines.is_empty());
+    }
+
+    #[test]
+    fn bad_flags_are_errors_naming_the_flag() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--block-size", "3000"], "--block-size"),
+            (&["--block-size", "256"], "--block-size"),
+            (&["--block-size", "lots"], "not a size"),
+            (&["--cache-mb", "0"], "--cache-mb"),
+            (&["--threads", "0"], "--threads"),
+            (&["--depth", "8"], "--depth applies"),
+            (&["--workload", "random", "--depth", "0"], "--depth 0"),
+            (
+                &["--workload", "random", "--cache-mb", "1", "--depth", "128"],
+                "too small",
+            ),
+            (&["--seconds=-1"], "--seconds"),
+            (&["--seconds", "0"], "--seconds"),
+            (&["--seconds", "nan"], "--seconds"),
+            (&["--ops", "0"], "--ops"),
+            (&["--ops", "5", "--seconds", "1"], "cannot be used with"),
+            (&["--rounds", "0"], "--rounds"),
+            (&["--baseline", "uring"], "not a baseline of the hot"),
+            (&["--baseline", "none,pread"], "cannot be combined"),
+            (&["--baseline", "bogus"], "invalid value"),
+            (&["--workload", "nope"], "invalid value"),
+            (&["--file", "/x", "--file-mb", "4"], "--file-mb"),
+            (&["--workload", "mixed", "--file", "/x"], "--allow-writes"),
+            (&["--workload", "devices", "--threads", "2"], "one thread"),
+            (&["--devices", "8"], "devices workload only"),
+            (&["--plot", "out.png"], ".svg"),
+            (&["--idle-seconds", "100"], "--idle-seconds"),
+        ];
+        for (args, want) in cases {
+            match plan(args) {
+                Err(m) => assert!(m.contains(want), "{args:?}: {m}"),
+                Ok(p) => panic!("{args:?} accepted: {p:?}"),
+            }
+        }
+    }
+}
