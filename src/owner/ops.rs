@@ -39,6 +39,16 @@ pub(crate) struct Op {
 }
 
 impl Op {
+    /// Wait for a write of `slot` (to `dev`), and count it among the
+    /// blocks a failed sync of `dev` would lose.
+    fn wait_for_write(&mut self, slot: u32, dev: DeviceId) {
+        self.waiting.push(slot);
+        match self.written.iter_mut().find(|w| w.0 == dev) {
+            Some(w) => w.1 += 1,
+            None => self.written.push((dev, 1)),
+        }
+    }
+
     fn note_error(&mut self, e: &IoFailure) {
         if self.error.is_none() {
             self.error = Some(e.clone());
@@ -263,8 +273,7 @@ impl Owner {
                         op.busy = true;
                     } else if self.shared.slots[slot as usize].state.load() & DIRTY != 0 {
                         self.issue_write(slot);
-                        op.waiting.push(slot);
-                        op.written.push((dev, 1));
+                        op.wait_for_write(slot, dev);
                     } else {
                         self.free_slot(slot);
                     }
@@ -283,21 +292,17 @@ impl Owner {
             for slot in self.lists.collect(list) {
                 // Held blocks are skipped: the next flush writes them.
                 if mine(self, slot) && self.try_writeback(slot) {
-                    op.waiting.push(slot);
-                    let d = self.slots[slot as usize].key.0;
-                    match op.written.iter_mut().find(|w| w.0 == d) {
-                        Some(w) => w.1 += 1,
-                        None => op.written.push((d, 1)),
-                    }
+                    op.wait_for_write(slot, self.slots[slot as usize].key.0);
                 }
             }
         }
+        // Writebacks already in flight carry data this op promises too.
         for slot in self.lists.collect(List::IoPending) {
             if mine(self, slot)
                 && self.slots[slot as usize].state == State::Writing
                 && !op.waiting.contains(&slot)
             {
-                op.waiting.push(slot);
+                op.wait_for_write(slot, self.slots[slot as usize].key.0);
             }
         }
     }
