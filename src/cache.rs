@@ -8,7 +8,6 @@ use crate::engine::{Completer, EngineFactory};
 use crate::error::Error;
 use crate::guard::{ReadGuard, WriteGuard};
 use crate::owner::pool::Pool;
-use crate::owner::slot_state::Notify;
 use crate::owner::{self, Answer, Mode, Msg, OpKind, Replier, Response, Shared};
 use crate::stats::{Counters, Stats};
 use crate::DeviceId;
@@ -46,6 +45,11 @@ const OWNER_CHANNEL: usize = 4096;
 /// ```
 #[derive(Clone)]
 pub struct Cache {
+    handle: Arc<Handle>,
+}
+
+/// What only `Cache` clones share: its drop is "the last handle is gone".
+struct Handle {
     core: Arc<Core>,
 }
 
@@ -55,7 +59,7 @@ pub struct Cache {
 pub(crate) struct Core {
     tx: Sender<Msg>,
     pub(crate) pool: Arc<Pool>,
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     fast_hits: bool,
     counters: Arc<Counters>,
     factory: Arc<dyn EngineFactory>,
@@ -75,29 +79,36 @@ impl Cache {
         let counters = Arc::new(Counters::default());
         let (tx, rx) = bounded(OWNER_CHANNEL);
         let shared = Shared::new(config.capacity);
-        let thread = owner::spawn(
-            tx.clone(),
-            rx,
-            Arc::clone(&pool),
-            Arc::clone(&shared),
-            Arc::clone(&counters),
-            config.queue_depth,
-            config.owner_cpu,
-        )?;
         let core = Arc::new(Core {
+            tx: tx.clone(),
+            pool: Arc::clone(&pool),
+            shared: Arc::clone(&shared),
+            fast_hits: config.fast_hits,
+            counters: Arc::clone(&counters),
+            factory,
+            owner_thread: Mutex::new(None),
+        });
+        // The owner keeps the core alive until it exits: guards point into
+        // it without counting references (see `guard`).
+        let keepalive: Arc<dyn Send + Sync> = Arc::clone(&core) as _;
+        let thread = owner::spawn(owner::Start {
             tx,
+            rx,
             pool,
             shared,
-            fast_hits: config.fast_hits,
             counters,
-            factory,
-            owner_thread: Mutex::new(Some(thread)),
-        });
-        Ok(Cache { core })
+            depth: config.queue_depth,
+            cpu: config.owner_cpu,
+            keepalive,
+        })?;
+        *core.owner_thread.lock() = Some(thread);
+        Ok(Cache {
+            handle: Arc::new(Handle { core }),
+        })
     }
 
     fn core(&self) -> &Arc<Core> {
-        &self.core
+        &self.handle.core
     }
 
     /// Bytes per block.
@@ -175,35 +186,35 @@ impl Cache {
     /// out a writer.
     pub fn read(&self, dev: DeviceId, block: u64) -> Result<ReadGuard, Error> {
         let slot = self.core().get(dev, block, Mode::Read, true)?;
-        Ok(ReadGuard::new(Arc::clone(self.core()), slot, dev, block))
+        Ok(ReadGuard::new(self.core(), slot, dev, block))
     }
 
     /// An exclusive guard: reads the block on a miss, waits out readers and
     /// a writer. Dropping it marks the block dirty.
     pub fn write(&self, dev: DeviceId, block: u64) -> Result<WriteGuard, Error> {
         let slot = self.core().get(dev, block, Mode::Write, true)?;
-        Ok(WriteGuard::new(Arc::clone(self.core()), slot, dev, block, false))
+        Ok(WriteGuard::new(self.core(), slot, dev, block, false))
     }
 
     /// An exclusive guard on a zero-filled block, dirty; never reads the
     /// device.
     pub fn zeroed(&self, dev: DeviceId, block: u64) -> Result<WriteGuard, Error> {
         let slot = self.core().get(dev, block, Mode::Zeroed, true)?;
-        Ok(WriteGuard::new(Arc::clone(self.core()), slot, dev, block, true))
+        Ok(WriteGuard::new(self.core(), slot, dev, block, true))
     }
 
     /// Like [`read`](Cache::read), but `Err(WouldBlock)` instead of waiting
     /// or reading: succeeds only for a resident block with no writer.
     pub fn try_read(&self, dev: DeviceId, block: u64) -> Result<ReadGuard, Error> {
         let slot = self.core().get(dev, block, Mode::Read, false)?;
-        Ok(ReadGuard::new(Arc::clone(self.core()), slot, dev, block))
+        Ok(ReadGuard::new(self.core(), slot, dev, block))
     }
 
     /// Like [`write`](Cache::write), but `Err(WouldBlock)` instead of
     /// waiting or reading: succeeds only for a resident, unheld block.
     pub fn try_write(&self, dev: DeviceId, block: u64) -> Result<WriteGuard, Error> {
         let slot = self.core().get(dev, block, Mode::Write, false)?;
-        Ok(WriteGuard::new(Arc::clone(self.core()), slot, dev, block, false))
+        Ok(WriteGuard::new(self.core(), slot, dev, block, false))
     }
 
     /// Start reading a block that is not resident. Never blocks and
@@ -283,24 +294,14 @@ impl std::fmt::Debug for Cache {
     }
 }
 
-impl Drop for Core {
-    /// The last handle and the last guard are gone. Every guard sent its
-    /// Put before releasing its reference, so the owner has seen them all
-    /// when `Stop` arrives: it writes back what is dirty, syncs, waits out
-    /// reads in flight, stops the engines and exits; we join it so the
-    /// threads are gone when the last drop returns.
+impl Drop for Handle {
+    /// The last handle is gone. The owner writes back what is dirty, syncs
+    /// and waits out reads in flight; if no guard is left it stops the
+    /// engines and exits, and we join it, so the threads are gone when this
+    /// returns. Otherwise the last guard's drop does the same.
     fn drop(&mut self) {
-        let answer = self.call(|reply| Msg::Stop { reply });
-        if let Err(e) = answer {
-            if !matches!(e, Error::Closed) {
-                log::error!("blockcache: stopping: {e}");
-            }
-        }
-        if let Some(t) = self.owner_thread.lock().take() {
-            if t.join().is_err() {
-                log::error!("blockcache: the owner thread panicked");
-            }
-        }
+        let answer = self.core.call(|reply| Msg::Stop { reply });
+        self.core.join_if_stopping(answer);
     }
 }
 
@@ -371,21 +372,37 @@ impl Core {
         if shared.key.is(dev.0, block) {
             return Some(slot);
         }
-        if shared.state.abandon(write) == Notify::Owner {
-            let _ = self.tx.send(Msg::Released { slot });
+        if !shared.state.try_release_quietly(write, false) {
+            self.release_through_owner(slot, write, false);
         }
         None
     }
 
-    /// A guard was dropped: release its slot, telling the owner when it
-    /// needs to know (the block was written, or someone waits). Done
-    /// before the guard releases its reference to the core (see `Drop for
-    /// Core`). A send fails only when the owner is gone (it panicked), and
-    /// then there is nobody to tell.
-    #[inline]
-    pub(crate) fn release(&self, slot: u32, write: bool) {
-        if self.shared.slots[slot as usize].state.release(write) == Notify::Owner {
-            let _ = self.tx.send(Msg::Released { slot });
+    /// Have the owner let go of a share for us (we still hold it: see
+    /// `SlotState::try_release_quietly`), and wait for it: if that was the
+    /// last guard after the last handle, the owner flushes and exits first,
+    /// and we join it.
+    pub(crate) fn release_through_owner(&self, slot: u32, write: bool, dirtied: bool) {
+        let answer = self.call(|reply| Msg::Release {
+            slot,
+            write,
+            dirtied,
+            reply,
+        });
+        self.join_if_stopping(answer);
+    }
+
+    fn join_if_stopping(&self, answer: Result<Answer, Error>) {
+        match answer {
+            Ok(Answer::Stopping(false)) => return,
+            Ok(Answer::Stopping(true)) | Err(Error::Closed) => {}
+            Ok(other) => unreachable!("owner answered a release or stop with {other:?}"),
+            Err(e) => log::error!("blockcache: stopping: {e}"),
+        }
+        if let Some(t) = self.owner_thread.lock().take() {
+            if t.join().is_err() {
+                log::error!("blockcache: the owner thread panicked");
+            }
         }
     }
 }

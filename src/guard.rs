@@ -15,8 +15,20 @@
 //! never an I/O alongside them. A write guard is the only way to get
 //! `&mut [u8]` of a block, and it gives it out only through `&mut self`;
 //! so no block memory is reachable by two `&mut` at once, nor by a `&mut`
-//! and a `&`. The guard keeps the pool alive (an `Arc`) and gives up its
-//! share only in `Drop`, after its last borrow has ended.
+//! and a `&`. The guard gives up its share only in `Drop`, after its last
+//! borrow has ended.
+//!
+//! # Why the guard's pointers stay valid
+//!
+//! A guard points into the cache's shared state (`Core`: pool, slot words,
+//! owner channel) without counting a reference: a shared reference count
+//! would be one cache line written by every hit of every thread. What keeps
+//! `Core` alive instead is its owner thread, which holds a reference until
+//! it exits, and exits only when no slot has a holder. So while a guard's
+//! share is counted, `Core` lives. Its drop either releases the share with
+//! one CAS and touches nothing after (the quiet case), or, when the owner
+//! must hear of it, first takes a counted reference (`Arc`) while it still
+//! holds the share, then asks the owner to release the share for it.
 //!
 //! # A write guard dropped during a panic
 //!
@@ -33,6 +45,49 @@ use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
 use std::sync::Arc;
+
+/// What a guard knows of its slot. `core` is valid while the share is
+/// held (module docs).
+struct Share {
+    core: NonNull<Core>,
+    ptr: NonNull<u8>,
+    len: usize,
+    slot: u32,
+}
+
+impl Share {
+    fn new(core: &Arc<Core>, slot: u32) -> Share {
+        Share {
+            core: NonNull::from(&**core),
+            ptr: NonNull::new(core.pool.block_ptr(slot)).expect("pool memory is non-null"),
+            len: core.pool.block_size(),
+            slot,
+        }
+    }
+
+    /// Give the share up; `dirtied` for a write guard. Nothing of `Core` is
+    /// touched after the share is gone unless a counted reference is held.
+    fn release(&self, write: bool, dirtied: bool) {
+        let core = self.core.as_ptr();
+        // SAFETY: our share is still counted, so the owner thread, which
+        // holds a reference to Core until no slot has a holder, is alive and
+        // so is Core (module docs). The quiet release is the last use of
+        // this borrow on success, as in `Arc::drop`'s final decrement.
+        let live: &Core = unsafe { &*core };
+        let state = &live.shared.slots[self.slot as usize].state;
+        if state.try_release_quietly(write, dirtied) {
+            return;
+        }
+        // SAFETY: still holding the share, so Core is alive and its strong
+        // count is at least the owner's 1; we add our own reference, which
+        // `from_raw` takes over and drops after the owner has answered.
+        let core = unsafe {
+            Arc::increment_strong_count(core);
+            Arc::from_raw(core)
+        };
+        core.release_through_owner(self.slot, write, dirtied);
+    }
+}
 
 /// Shared access to one block. Many may exist for a block at once; none
 /// while a [`WriteGuard`] does. Dropping it releases the block.
@@ -51,9 +106,7 @@ use std::sync::Arc;
 /// # Ok::<(), blockcache::Error>(())
 /// ```
 pub struct ReadGuard {
-    core: Arc<Core>,
-    ptr: NonNull<u8>,
-    slot: u32,
+    share: Share,
     dev: DeviceId,
     block: u64,
 }
@@ -75,9 +128,7 @@ pub struct ReadGuard {
 /// # Ok::<(), blockcache::Error>(())
 /// ```
 pub struct WriteGuard {
-    core: Arc<Core>,
-    ptr: NonNull<u8>,
-    slot: u32,
+    share: Share,
     dev: DeviceId,
     block: u64,
 }
@@ -95,16 +146,10 @@ unsafe impl Send for WriteGuard {}
 // SAFETY: &WriteGuard only gives &[u8]; &mut needs &mut WriteGuard.
 unsafe impl Sync for WriteGuard {}
 
-fn block_ptr(core: &Core, slot: u32) -> NonNull<u8> {
-    NonNull::new(core.pool.block_ptr(slot)).expect("pool memory is non-null")
-}
-
 impl ReadGuard {
-    pub(crate) fn new(core: Arc<Core>, slot: u32, dev: DeviceId, block: u64) -> ReadGuard {
+    pub(crate) fn new(core: &Arc<Core>, slot: u32, dev: DeviceId, block: u64) -> ReadGuard {
         ReadGuard {
-            ptr: block_ptr(&core, slot),
-            core,
-            slot,
+            share: Share::new(core, slot),
             dev,
             block,
         }
@@ -123,11 +168,9 @@ impl ReadGuard {
 
 impl WriteGuard {
     /// `zero`: fill the block with zeroes before handing it out (`zeroed`).
-    pub(crate) fn new(core: Arc<Core>, slot: u32, dev: DeviceId, block: u64, zero: bool) -> WriteGuard {
+    pub(crate) fn new(core: &Arc<Core>, slot: u32, dev: DeviceId, block: u64, zero: bool) -> WriteGuard {
         let mut g = WriteGuard {
-            ptr: block_ptr(&core, slot),
-            core,
-            slot,
+            share: Share::new(core, slot),
             dev,
             block,
         };
@@ -154,7 +197,7 @@ impl Deref for ReadGuard {
         // SAFETY: our reader share in the slot's word keeps writers out and
         // the owner from reusing the slot or doing I/O on it until our Drop;
         // the pool lives as long as `core` (module docs).
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.core.pool.block_size()) }
+        unsafe { std::slice::from_raw_parts(self.share.ptr.as_ptr(), self.share.len) }
     }
 }
 
@@ -164,7 +207,7 @@ impl Deref for WriteGuard {
         // SAFETY: our writer mark in the slot's word excludes every other
         // holder and the owner's I/O until our Drop; &self excludes a live
         // &mut from deref_mut.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.core.pool.block_size()) }
+        unsafe { std::slice::from_raw_parts(self.share.ptr.as_ptr(), self.share.len) }
     }
 }
 
@@ -172,13 +215,13 @@ impl DerefMut for WriteGuard {
     fn deref_mut(&mut self) -> &mut [u8] {
         // SAFETY: exclusive grant (as in deref) and &mut self: the only
         // reference to these bytes anywhere.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.core.pool.block_size()) }
+        unsafe { std::slice::from_raw_parts_mut(self.share.ptr.as_ptr(), self.share.len) }
     }
 }
 
 impl Drop for ReadGuard {
     fn drop(&mut self) {
-        self.core.release(self.slot, false);
+        self.share.release(false, false);
     }
 }
 
@@ -186,7 +229,7 @@ impl Drop for WriteGuard {
     fn drop(&mut self) {
         // Dirty even when unwinding: see "A write guard dropped during a
         // panic" above.
-        self.core.release(self.slot, true);
+        self.share.release(true, true);
     }
 }
 

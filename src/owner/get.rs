@@ -180,15 +180,16 @@ impl Owner {
     pub(super) fn reopen(&mut self, slot: u32) {
         let s = &self.slots[slot as usize];
         if s.state == State::Resident && s.waiters.is_empty() {
-            self.shared.slots[slot as usize]
-                .state
-                .open(self.slot_queue.is_empty());
+            // Wake marks stay while gets wait for any slot, and for good
+            // once the last handle is gone (the last guard must tell us).
+            let clear_wake = self.slot_queue.is_empty() && !self.handles_gone;
+            self.shared.slots[slot as usize].state.open(clear_wake);
         }
     }
 
-    /// A client released `slot` and was asked to say so (it was the last
-    /// holder of a slot marked to wake us, or it made the block dirty).
-    /// The message may be stale: decide from the slot as it is now.
+    /// The owner let go of a client's share in `slot` for it (it was the
+    /// last holder of a slot marked to wake us, or it made the block
+    /// dirty): see what that changes.
     pub(super) fn released(&mut self, slot: u32) {
         if self.slots[slot as usize].state != State::Resident {
             return;
@@ -273,7 +274,8 @@ impl Owner {
             let st = &self.shared.slots[slot as usize].state;
             let word = st.load();
             if word & DIRTY != 0 {
-                // Written by a client whose Released is on its way.
+                // Never evict dirty data (a writer that dirties a clean
+                // block has the owner release it, so this should not be).
                 self.lists.move_to(slot, List::Dirty);
                 continue;
             }
@@ -312,15 +314,15 @@ impl Owner {
             let st = &self.shared.slots[slot as usize].state;
             st.wake_on_release();
             let word = st.load();
-            // Gets queued on an unheld slot: its last holder's Released is
+            // Gets queued on an unheld slot: its last holder's Release is
             // on its way (serve_block armed the wake).
             let queued = !self.slots[slot as usize].waiters.is_empty();
             let on_clean = self.lists.list_of(slot) == List::Clean;
-            // Dirty on the clean list: its writer's Released is on its way.
+            // Dirty on the clean list: see take_slot; wait rather than lose it.
             if holders(word) > 0 || queued || (on_clean && word & DIRTY != 0) {
                 wait = true;
             } else if on_clean {
-                // Released after take_slot looked, unannounced.
+                // Released quietly after take_slot looked.
                 return NoSlot::Retry;
             }
         }

@@ -85,6 +85,8 @@ pub(crate) enum Answer {
     Slot(u32),
     Unit,
     Blocks(u64),
+    /// Answer to `Stop` and `Release`: the owner thread is exiting now.
+    Stopping(bool),
 }
 
 pub(crate) type Response = Result<Answer, Error>;
@@ -140,10 +142,16 @@ pub(crate) enum Msg {
         wait: bool,
         reply: Replier,
     },
-    /// A guard left a slot and the owner must hear of it (see
-    /// `SlotState::release`): it wrote the block, or the owner asked.
-    Released {
+    /// A guard asks the owner to let go of its share for it (see
+    /// `SlotState::try_release_quietly`): it made a clean block dirty, or
+    /// it is the last holder of a slot the owner wants to hear about. It
+    /// still holds the share while it asks, and waits for the answer, so
+    /// the last guard's drop returns after the final flush.
+    Release {
         slot: u32,
+        write: bool,
+        dirtied: bool,
+        reply: Replier,
     },
     Prefetch {
         dev: DeviceId,
@@ -164,7 +172,7 @@ pub(crate) enum Msg {
         kind: OpKind,
         reply: Replier,
     },
-    /// The last handle and the last guard are gone: flush, then exit.
+    /// The last handle is gone: flush, and exit once no guard is left.
     Stop {
         reply: Replier,
     },
@@ -275,6 +283,10 @@ pub(crate) struct Owner {
     pub(crate) writes_in_flight: u64,
     /// The last handle is gone: exit once guards, ops and I/O are done.
     pub(crate) handles_gone: bool,
+    /// Keeps what guards point into alive until this thread exits, which it
+    /// does only when no slot has a holder (see `guard`). Leaked, not
+    /// dropped, if this thread unwinds: guards may still point into it.
+    keepalive: std::mem::ManuallyDrop<Arc<dyn Send + Sync>>,
     exit: bool,
 }
 
@@ -307,41 +319,42 @@ pub(crate) fn deliver(tx: &Sender<Msg>, msg: Msg) {
 }
 
 /// Start the owner thread. Returns its join handle.
-pub(crate) fn spawn(
-    tx: Sender<Msg>,
-    rx: Receiver<Msg>,
-    pool: Arc<Pool>,
-    shared: Arc<Shared>,
-    counters: Arc<Counters>,
-    depth: u32,
-    cpu: Option<usize>,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
+/// What the owner thread starts from.
+pub(crate) struct Start {
+    pub(crate) tx: Sender<Msg>,
+    pub(crate) rx: Receiver<Msg>,
+    pub(crate) pool: Arc<Pool>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) depth: u32,
+    pub(crate) cpu: Option<usize>,
+    /// See `Owner::keepalive`.
+    pub(crate) keepalive: Arc<dyn Send + Sync>,
+}
+
+/// Start the owner thread. Returns its join handle.
+pub(crate) fn spawn(start: Start) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("blockcache-owner".into())
         .spawn(move || {
-            if let Some(id) = cpu {
+            if let Some(id) = start.cpu {
                 if !core_affinity::set_for_current(core_affinity::CoreId { id }) {
                     log::warn!("blockcache: could not pin the owner thread to CPU {id}");
                 }
             }
-            Owner::new(rx, pool, shared, counters, depth).run(tx);
+            let tx = start.tx.clone();
+            Owner::new(start).run(tx);
         })
 }
 
 impl Owner {
-    fn new(
-        rx: Receiver<Msg>,
-        pool: Arc<Pool>,
-        shared: Arc<Shared>,
-        counters: Arc<Counters>,
-        depth: u32,
-    ) -> Owner {
-        let capacity = pool.capacity() as u32;
+    fn new(start: Start) -> Owner {
+        let capacity = start.pool.capacity() as u32;
         let blank = (DeviceId(0), 0);
         Owner {
-            rx,
-            counters,
-            depth,
+            rx: start.rx,
+            counters: start.counters,
+            depth: start.depth,
             slots: (0..capacity)
                 .map(|_| Slot {
                     key: blank,
@@ -351,7 +364,7 @@ impl Owner {
                 })
                 .collect(),
             lists: Lists::new(capacity),
-            shared,
+            shared: start.shared,
             waiters: Slab::with_capacity(64),
             slot_queue: WaitQueue::default(),
             devices: FxHashMap::default(),
@@ -359,8 +372,9 @@ impl Owner {
             syncs: Slab::new(),
             writes_in_flight: 0,
             handles_gone: false,
+            keepalive: std::mem::ManuallyDrop::new(start.keepalive),
             exit: false,
-            pool,
+            pool: start.pool,
         }
     }
 
@@ -379,6 +393,11 @@ impl Owner {
             }
         }
         self.stop_engines();
+        // No slot has a holder now (`may_exit`): no guard is left to use
+        // what this reference kept alive.
+        // SAFETY: taken once, here, and never used again.
+        let keepalive = unsafe { std::mem::ManuallyDrop::take(&mut self.keepalive) };
+        drop(keepalive);
     }
 
     /// Handle `msg` and every completion an engine delivered inline while
@@ -400,7 +419,22 @@ impl Owner {
                 wait,
                 reply,
             } => self.get(dev, block, mode, wait, reply),
-            Msg::Released { slot } => self.released(slot),
+            Msg::Release {
+                slot,
+                write,
+                dirtied,
+                reply,
+            } => {
+                self.shared.slots[slot as usize].state.let_go(write, dirtied);
+                self.released(slot);
+                if self.handles_gone && !self.any_held() {
+                    // The last guard after the last handle: flush, wait out
+                    // I/O, exit, and only then answer it.
+                    self.start_op(OpKind::Final, Some(reply));
+                } else {
+                    reply.send(Ok(Answer::Stopping(false)));
+                }
+            }
             Msg::Prefetch { dev, block } => self.prefetch(dev, block),
             Msg::Open {
                 dev,
@@ -433,6 +467,11 @@ impl Owner {
             Msg::Op { kind, reply } => self.start_op(kind, Some(reply)),
             Msg::Stop { reply } => {
                 self.handles_gone = true;
+                // From now on the last holder of every slot tells us when it
+                // leaves (armed before the final op looks at holders).
+                for s in self.shared.slots.iter() {
+                    s.state.wake_on_release();
+                }
                 self.start_op(OpKind::Final, Some(reply));
             }
         }
@@ -458,10 +497,15 @@ impl Owner {
         }
     }
 
+    /// Some guard holds some block.
+    pub(crate) fn any_held(&self) -> bool {
+        self.shared.slots.iter().any(|s| holders(s.state.load()) > 0)
+    }
+
     /// Nothing left to do for anyone: no handle, guard, op, waiter or I/O.
     pub(crate) fn may_exit(&self) -> bool {
         self.handles_gone
-            && self.shared.slots.iter().all(|s| holders(s.state.load()) == 0)
+            && !self.any_held()
             && self.ops.is_empty()
             && self.slot_queue.is_empty()
             && self.devices.values().all(|d| d.in_flight == 0)

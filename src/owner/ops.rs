@@ -233,11 +233,15 @@ impl Owner {
             OpKind::Shutdown => self.write_dirty(&mut op, None),
             OpKind::Final => {
                 self.write_dirty(&mut op, None);
-                // Wait out reads in flight too (prefetches), so the threads
-                // can stop as soon as this op ends.
-                for slot in self.lists.collect(List::IoPending) {
-                    if self.slots[slot as usize].state == State::Reading {
-                        op.waiting.push(slot);
+                // With no guard left, wait out reads in flight too
+                // (prefetches), so the threads can stop as soon as this op
+                // ends. With guards left we will not stop yet: the last
+                // handle's drop must not wait for them, nor for reads.
+                if !self.any_held() {
+                    for slot in self.lists.collect(List::IoPending) {
+                        if self.slots[slot as usize].state == State::Reading {
+                            op.waiting.push(slot);
+                        }
                     }
                 }
             }
@@ -400,10 +404,16 @@ impl Owner {
             _ => Ok(Answer::Unit),
         };
         if let OpKind::Final = op.kind {
-            // Stop comes after every guard's Put and no handle is left to
-            // start anything: nothing can be live now.
-            debug_assert!(self.may_exit(), "final op ended with work left");
-            self.request_exit();
+            // Exit now unless guards are left; the last of them asks us to
+            // release it (the wake marks armed at Stop) and runs this again.
+            let exiting = self.may_exit();
+            if exiting {
+                self.request_exit();
+            }
+            if let Some(r) = op.reply {
+                r.send(Ok(Answer::Stopping(exiting)));
+            }
+            return;
         }
         if let Some(r) = op.reply {
             r.send(result);

@@ -54,16 +54,6 @@ pub(crate) const REFERENCED: u64 = 1 << 28;
 /// The block's device is read-only: no write guards on the fast path.
 pub(crate) const READ_ONLY: u64 = 1 << 29;
 
-/// What a release asks of its releaser.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Notify {
-    /// Nothing: the owner is not waiting for this release.
-    No,
-    /// Tell the owner (the slot's last holder left while it wanted to
-    /// know, or the block was written).
-    Owner,
-}
-
 /// The word itself. See the module docs for the protocol.
 pub(crate) struct SlotState(AtomicU64);
 
@@ -99,54 +89,46 @@ impl SlotState {
         }
     }
 
-    /// Anyone holding the slot: let it go. A writer's release marks the
-    /// block dirty. When the last holder leaves a slot marked `WAKE`, the
-    /// mark is cleared and the caller must tell the owner; so must a writer
-    /// that made a clean block dirty (the owner keeps the dirty list).
+    /// Client: let go of the slot — unless the owner must hear of it: the
+    /// last holder leaving a slot marked `WAKE`, or a writer making a clean
+    /// block dirty (the owner keeps the dirty list). Then nothing changes
+    /// and the result is `false`: the client asks the owner to let go for
+    /// it ([`let_go`](SlotState::let_go)), still holding its share, which is
+    /// also what keeps the cache's shared state alive while it asks. After
+    /// a `true`, the caller must not touch the cache again.
+    ///
+    /// `dirtied`: a writer that wrote (a write guard); `false` for a writer
+    /// taken by mistake (its key did not match), which leaves the block as
+    /// it was.
     #[inline]
-    pub(crate) fn release(&self, write: bool) -> Notify {
-        self.let_go(write, write)
-    }
-
-    /// Let go of a slot taken by mistake (its key did not match): like
-    /// [`release`](SlotState::release), but a writer leaves it clean.
-    pub(crate) fn abandon(&self, write: bool) -> Notify {
-        self.let_go(write, false)
-    }
-
-    #[inline]
-    fn let_go(&self, write: bool, dirtied: bool) -> Notify {
+    pub(crate) fn try_release_quietly(&self, write: bool, dirtied: bool) -> bool {
         let mut cur = self.0.load(Relaxed);
         loop {
-            let mut next = if write {
-                debug_assert!(cur & WRITER != 0, "write release without a writer");
-                let next = cur & !WRITER;
-                if dirtied {
-                    next | DIRTY
-                } else {
-                    next
-                }
-            } else {
-                debug_assert!(cur & READERS != 0, "read release without a reader");
-                cur - 1
-            };
-            let last = next & (READERS | WRITER) == 0;
-            let wake = last && cur & WAKE != 0;
-            if wake {
-                next &= !WAKE;
+            let next = after_release(cur, write, dirtied);
+            let last = holders(next) == 0;
+            if (last && cur & WAKE != 0) || (dirtied && cur & DIRTY == 0) {
+                return false;
             }
             match self.0.compare_exchange_weak(cur, next, Release, Relaxed) {
-                // A block already dirty is already on the owner's dirty list
-                // (or its Released is on the way): only the first write
-                // since the last writeback needs telling.
-                Ok(_) => {
-                    let newly_dirty = dirtied && cur & DIRTY == 0;
-                    return if wake || newly_dirty {
-                        Notify::Owner
-                    } else {
-                        Notify::No
-                    };
-                }
+                Ok(_) => return true,
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// Owner, for a client that asked: let go of the client's share (as in
+    /// [`try_release_quietly`](SlotState::try_release_quietly)), consuming
+    /// the `WAKE` mark if it was the last holder. Returns `true` if the
+    /// release made a clean block dirty.
+    pub(crate) fn let_go(&self, write: bool, dirtied: bool) -> bool {
+        let mut cur = self.0.load(Relaxed);
+        loop {
+            let mut next = after_release(cur, write, dirtied);
+            if holders(next) == 0 {
+                next &= !WAKE;
+            }
+            match self.0.compare_exchange_weak(cur, next, AcqRel, Relaxed) {
+                Ok(_) => return dirtied && cur & DIRTY == 0,
                 Err(now) => cur = now,
             }
         }
@@ -211,6 +193,19 @@ impl SlotState {
     }
 }
 
+/// The word after one holder leaves: a writer clears its mark (and marks
+/// the block dirty if it wrote), a reader drops the count.
+#[inline]
+fn after_release(word: u64, write: bool, dirtied: bool) -> u64 {
+    if write {
+        debug_assert!(word & WRITER != 0, "write release without a writer");
+        (word & !WRITER) | if dirtied { DIRTY } else { 0 }
+    } else {
+        debug_assert!(word & READERS != 0, "read release without a reader");
+        word - 1
+    }
+}
+
 /// Readers and writer in a word.
 pub(crate) fn holders(word: u64) -> u64 {
     word & (READERS | WRITER)
@@ -266,33 +261,48 @@ mod tests {
         assert!(s.try_acquire(false));
         assert!(!s.try_acquire(true));
         assert!(!s.try_close(), "held");
-        assert_eq!(s.release(false), Notify::No);
-        assert_eq!(s.release(false), Notify::No);
+        assert!(s.try_release_quietly(false, false));
+        assert!(s.try_release_quietly(false, false));
         assert!(s.try_acquire(true));
         assert!(!s.try_acquire(false));
-        assert_eq!(
-            s.release(true),
-            Notify::Owner,
-            "a clean block made dirty is reported"
+        assert!(
+            !s.try_release_quietly(true, true),
+            "making a clean block dirty goes through the owner"
         );
+        assert!(s.let_go(true, true), "the owner's release reports it newly dirty");
         assert!(s.load() & DIRTY != 0);
         assert!(s.try_acquire(true));
-        assert_eq!(s.release(true), Notify::No, "dirty already: the owner knows");
+        assert!(
+            s.try_release_quietly(true, true),
+            "dirty already: the owner knows"
+        );
         assert!(s.try_close());
         assert!(!s.try_acquire(false), "closed");
     }
 
     #[test]
-    fn the_last_release_of_a_woken_slot_notifies_once() {
+    fn the_last_holder_of_a_woken_slot_goes_through_the_owner() {
         let s = SlotState::new();
         s.open(true);
         assert!(s.try_acquire(false));
         assert!(s.try_acquire(false));
         s.close_and_wake();
         assert!(!s.try_acquire(false), "closed while gets are queued");
-        assert_eq!(s.release(false), Notify::No);
-        assert_eq!(s.release(false), Notify::Owner);
+        assert!(s.try_release_quietly(false, false), "not the last");
+        assert!(!s.try_release_quietly(false, false), "the last: ask the owner");
+        assert_eq!(holders(s.load()), 1, "a refused quiet release changes nothing");
+        assert!(!s.let_go(false, false));
         assert_eq!(s.load() & WAKE, 0, "the wake is consumed");
+        assert_eq!(holders(s.load()), 0);
+    }
+
+    #[test]
+    fn a_writer_taken_by_mistake_leaves_the_block_clean() {
+        let s = SlotState::new();
+        s.open(true);
+        assert!(s.try_acquire(true));
+        assert!(s.try_release_quietly(true, false));
+        assert_eq!(s.load() & DIRTY, 0);
     }
 
     #[test]
@@ -313,6 +323,14 @@ mod loom_tests {
     use loom::sync::Arc;
     use loom::thread;
 
+    /// A client releases as a client does: quietly, or through the owner
+    /// (modelled by doing the owner's part in place).
+    fn client_release(s: &SlotState, write: bool, dirtied: bool) {
+        if !s.try_release_quietly(write, dirtied) {
+            s.let_go(write, dirtied);
+        }
+    }
+
     /// A client acquiring block A races the owner evicting A and reusing
     /// the slot for B. Whatever the interleaving, the client ends up either
     /// holding the slot *with key A* (and the owner's close failed) or not
@@ -331,7 +349,7 @@ mod loom_tests {
                     if k.is(1, 10) {
                         return true; // holds A
                     }
-                    s.release(false);
+                    client_release(&s, false, false);
                 }
                 false
             });
@@ -347,14 +365,14 @@ mod loom_tests {
                 // The owner must not have reassigned under the holder.
                 assert!(!evicted, "evicted a held slot");
                 assert!(key.is(1, 10));
-                state.release(false);
+                client_release(&state, false, false);
             }
             assert_eq!(holders(state.load()), 0);
         });
     }
 
-    /// Two writers never hold the slot at once; a writer and the owner's
-    /// close never both succeed.
+    /// A writer and the owner's close never both hold the slot; a write
+    /// that completed before the close left the block dirty.
     #[test]
     fn exclusive_against_writer_and_owner() {
         loom::model(|| {
@@ -364,7 +382,7 @@ mod loom_tests {
             let writer = thread::spawn(move || {
                 if s.try_acquire(true) {
                     assert_eq!(holders(s.load()), WRITER);
-                    s.release(true);
+                    client_release(&s, true, true);
                     true
                 } else {
                     false
@@ -381,10 +399,10 @@ mod loom_tests {
         });
     }
 
-    /// A release of the last holder of a slot the owner marked `WAKE`
-    /// notifies exactly once, whatever the order of the two readers.
+    /// Of two readers leaving a slot the owner marked `WAKE`, exactly one
+    /// (the last) must go through the owner, whatever the order.
     #[test]
-    fn wake_is_delivered_once() {
+    fn exactly_the_last_holder_of_a_woken_slot_asks_the_owner() {
         loom::model(|| {
             let state = Arc::new(SlotState::new());
             state.open(true);
@@ -392,10 +410,41 @@ mod loom_tests {
             assert!(state.try_acquire(false));
             state.close_and_wake();
             let s = Arc::clone(&state);
-            let other = thread::spawn(move || s.release(false) == Notify::Owner);
-            let mine = state.release(false) == Notify::Owner;
+            let other = thread::spawn(move || {
+                let quiet = s.try_release_quietly(false, false);
+                if !quiet {
+                    s.let_go(false, false);
+                }
+                !quiet
+            });
+            let mine = !state.try_release_quietly(false, false);
+            if mine {
+                state.let_go(false, false);
+            }
             let theirs = other.join().unwrap();
-            assert!(mine ^ theirs, "exactly one release notifies");
+            assert!(mine ^ theirs, "exactly one release asks the owner");
+            assert_eq!(holders(state.load()), 0);
+        });
+    }
+
+    /// The owner arming `WAKE` races the last holder leaving: either the
+    /// holder sees the mark and asks the owner, or the owner's look after
+    /// arming sees the slot already free. Never neither.
+    #[test]
+    fn arming_wake_races_a_quiet_release() {
+        loom::model(|| {
+            let state = Arc::new(SlotState::new());
+            state.open(true);
+            assert!(state.try_acquire(false));
+            let s = Arc::clone(&state);
+            let holder = thread::spawn(move || !s.try_release_quietly(false, false));
+            state.wake_on_release();
+            let owner_saw_free = holders(state.load()) == 0;
+            let asked = holder.join().unwrap();
+            assert!(asked || owner_saw_free, "a release slipped past the wake");
+            if asked {
+                state.let_go(false, false);
+            }
         });
     }
 }
