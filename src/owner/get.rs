@@ -179,7 +179,8 @@ impl Owner {
     /// mark stays while gets wait for any slot (a release may free one).
     pub(super) fn reopen(&mut self, slot: u32) {
         let s = &self.slots[slot as usize];
-        if s.state == State::Resident && s.waiters.is_empty() {
+        let quiesced = self.devices.get(&s.key.0).is_some_and(|d| d.quiesced);
+        if s.state == State::Resident && s.waiters.is_empty() && !quiesced {
             // Wake marks stay while gets wait for any slot, and for good
             // once the last handle is gone (the last guard must tell us).
             let clear_wake = self.slot_queue.is_empty() && !self.handles_gone;

@@ -260,6 +260,10 @@ pub(crate) struct Device {
     pub(crate) unsynced: bool,
     /// `close` has begun: no new gets or prefetches.
     pub(crate) closing: bool,
+    /// A close or abort is under way: the owner keeps this device's blocks
+    /// closed to clients (`reopen` skips them) until it ends, so that no
+    /// client takes a block between the op's writeback and its drop.
+    pub(crate) quiesced: bool,
     /// Submitted since the last unplug.
     pub(crate) plugged: bool,
 }
@@ -452,6 +456,7 @@ impl Owner {
                         in_flight: 0,
                         unsynced: false,
                         closing: false,
+                        quiesced: false,
                         plugged: false,
                     },
                 );

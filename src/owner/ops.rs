@@ -249,13 +249,16 @@ impl Owner {
                 if !self.close_device_slots(dev) {
                     return op.reply.take().map_or((), |r| r.send(Err(Error::Busy)));
                 }
-                self.devices.get_mut(&dev).expect("checked above").closing = true;
+                let d = self.devices.get_mut(&dev).expect("checked above");
+                d.closing = true;
+                d.quiesced = true;
                 self.write_dirty(&mut op, Some(dev));
             }
             OpKind::Abort(dev) => {
                 if !self.close_device_slots(dev) {
                     return op.reply.take().map_or((), |r| r.send(Err(Error::Busy)));
                 }
+                self.devices.get_mut(&dev).expect("checked above").quiesced = true;
                 for slot in self.device_slots(dev) {
                     match self.slots[slot as usize].state {
                         State::Reading | State::Writing => op.waiting.push(slot),
@@ -352,10 +355,9 @@ impl Owner {
         }
         if let OpKind::Close(dev) = op.kind {
             if op.error.is_some() {
-                self.devices
-                    .get_mut(&dev)
-                    .expect("closing device is open")
-                    .closing = false;
+                let d = self.devices.get_mut(&dev).expect("closing device is open");
+                d.closing = false;
+                d.quiesced = false;
                 self.reopen_device_slots(dev);
             } else if op.phase != Phase::Drain {
                 // Everything is written and synced; wait out reads in flight
@@ -375,11 +377,21 @@ impl Owner {
                 for slot in self.device_slots(dev) {
                     self.drop_unheld(slot);
                 }
+                debug_assert!(
+                    self.device_slots(dev).is_empty(),
+                    "close left a block of its device cached"
+                );
                 if let Some(mut d) = self.devices.remove(&dev) {
                     // No I/O in flight for it (rule 3): stop cannot wait on us.
                     d.engine.stop();
                 }
             }
+        }
+        if let OpKind::Abort(dev) = self.ops[id].kind {
+            if let Some(d) = self.devices.get_mut(&dev) {
+                d.quiesced = false;
+            }
+            self.reopen_device_slots(dev);
         }
         let op = self.ops.remove(id);
         self.finish(op);

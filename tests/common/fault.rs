@@ -52,7 +52,7 @@ struct Rule {
 
 impl Rule {
     fn matches(&self, kind: IoKind, block: u64) -> bool {
-        self.kind == kind && self.block.is_none() || self.block == Some(block)
+        self.kind == kind && self.block.is_none_or(|b| b == block)
     }
 }
 

@@ -52,3 +52,13 @@ pub mod fault;
 
 /// The scripted engine (tests/common/scripted.rs).
 pub mod scripted;
+
+/// A small ext4 on a loop device (tests/common/loopfs.rs).
+pub mod loopfs;
+
+/// A watchdog for hang-prone tests (tests/common/watchdog.rs).
+pub mod watchdog;
+
+/// Seeds, a small RNG and engine selection for randomized tests
+/// (tests/common/seeded.rs).
+pub mod seeded;

@@ -1,0 +1,157 @@
+//! A small, real ext4 filesystem for fault tests: an image file in
+//! /var/tmp, attached to a loop device, formatted and mounted on a
+//! temporary directory. Needs root, /dev/loop-control, `losetup`,
+//! `mkfs.ext4` and `mount`; [`LoopFs::new`] returns the reason to skip
+//! when any is missing. Dropping it unmounts and detaches, also when the
+//! test fails (files on it must be closed first: bind it before the cache
+//! so it drops after it).
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+/// `losetup --find` picks a free device, then configures it: one at a time.
+static ATTACH: Mutex<()> = Mutex::new(());
+
+pub struct LoopFs {
+    dev: String,
+    mounted: bool,
+    /// The mount point (removed after the unmount, by field drop order).
+    mnt: tempfile::TempDir,
+    _image: tempfile::NamedTempFile,
+}
+
+fn run(cmd: &mut Command) -> Result<String, String> {
+    let out = cmd.output().map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+impl LoopFs {
+    /// A fresh ext4 of `mib` MiB (4 KiB blocks, no reserved blocks),
+    /// mounted read-write, or read-only when `read_only`. `Err` is the
+    /// reason to skip.
+    pub fn new(mib: u64, read_only: bool) -> Result<LoopFs, String> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err("not root (needs losetup and mount)".into());
+        }
+        if !Path::new("/dev/loop-control").exists() {
+            return Err("no /dev/loop-control".into());
+        }
+        let image = tempfile::NamedTempFile::new_in("/var/tmp").map_err(|e| e.to_string())?;
+        image.as_file().set_len(mib << 20).map_err(|e| e.to_string())?;
+        let mnt = tempfile::tempdir_in("/var/tmp").map_err(|e| e.to_string())?;
+        let dev = {
+            let _one = ATTACH.lock().unwrap_or_else(|e| e.into_inner());
+            run(Command::new("losetup")
+                .arg("--find")
+                .arg("--show")
+                .arg(image.path()))?
+        };
+        let mut fs = LoopFs {
+            dev,
+            mounted: false,
+            mnt,
+            _image: image,
+        };
+        run(Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-b", "4096", "-m", "0"])
+            .args(["-E", "lazy_itable_init=0,lazy_journal_init=0"])
+            .arg(&fs.dev))?;
+        let mut mount = Command::new("mount");
+        if read_only {
+            mount.args(["-o", "ro"]);
+        }
+        run(mount.arg(&fs.dev).arg(fs.mnt.path()))?;
+        fs.mounted = true;
+        Ok(fs)
+    }
+
+    /// The mount point.
+    pub fn path(&self) -> &Path {
+        self.mnt.path()
+    }
+
+    /// `name` inside the filesystem.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.mnt.path().join(name)
+    }
+
+    /// Remount read-only (`true`) or read-write.
+    pub fn remount(&self, read_only: bool) -> Result<(), String> {
+        let opt = if read_only { "remount,ro" } else { "remount,rw" };
+        run(Command::new("mount").args(["-o", opt]).arg(self.mnt.path())).map(drop)
+    }
+
+    /// Blocks available to writers right now (statvfs `f_bavail`).
+    pub fn blocks_available(&self) -> u64 {
+        let c = std::ffi::CString::new(self.mnt.path().as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: statvfs is plain integers: all-zero is a valid value.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: the path is a live NUL-terminated string and `st` a live
+        // local the kernel fills.
+        let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+        assert_eq!(rc, 0, "statvfs: {}", io::Error::last_os_error());
+        st.f_bavail as u64
+    }
+
+    /// Fill the filesystem with a file `name` until writes fail with
+    /// ENOSPC, syncing and trying again until nothing more fits (delayed
+    /// allocation may give space back at the sync). Returns bytes written.
+    pub fn fill(&self, name: &str) -> u64 {
+        let path = self.file(name);
+        let mut f = std::fs::File::create(&path).expect("create the filler");
+        let chunk = vec![0xf1u8; 1 << 20];
+        let mut total = 0;
+        for _round in 0..8 {
+            let mut added = 0;
+            for size in [1 << 20, 64 << 10, 4 << 10, 512] {
+                loop {
+                    match f.write(&chunk[..size]) {
+                        Ok(0) => break,
+                        Ok(n) => added += n as u64,
+                        Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+                        Err(e) => panic!("filling {}: {e}", path.display()),
+                    }
+                }
+            }
+            f.sync_all().expect("sync the filler");
+            total += added;
+            if added == 0 {
+                break;
+            }
+        }
+        total
+    }
+
+    /// Delete `name` and sync the filesystem, so its blocks are free.
+    pub fn remove(&self, name: &str) {
+        std::fs::remove_file(self.file(name)).expect("remove the filler");
+        let dir = std::fs::File::open(self.mnt.path()).unwrap();
+        // SAFETY: syncfs on a live descriptor.
+        let rc = unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)) };
+        assert_eq!(rc, 0, "syncfs: {}", io::Error::last_os_error());
+    }
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        if self.mounted {
+            if let Err(e) = run(Command::new("umount").arg(self.mnt.path())) {
+                eprintln!("warning: {e}; unmounting lazily");
+                let _ = run(Command::new("umount").arg("-l").arg(self.mnt.path()));
+            }
+        }
+        if let Err(e) = run(Command::new("losetup").arg("-d").arg(&self.dev)) {
+            eprintln!("warning: {e}");
+        }
+    }
+}

@@ -1,0 +1,377 @@
+//! Hostile inputs not covered by bad_input.rs: files the caller may not
+//! open (permission bits, an immutable file, a read-only filesystem),
+//! paths that are not what they seem (symlinks, sockets, NUL bytes,
+//! overlong names, other character devices), block numbers whose byte
+//! offset overflows u64, and byte ranges whose end overflows. Each is an
+//! `Err` with a clear message, never a panic, and the cache stays usable.
+//!
+//! Root bypasses permission bits, so as root the permission test re-runs
+//! itself as user `nobody` in a child process; the immutable-file and
+//! read-only-mount tests need root (and `chattr`, a loop device) and skip
+//! with a printed reason otherwise.
+
+mod common;
+use blockcache::{Cache, DeviceId, Error};
+use common::loopfs::LoopFs;
+use common::*;
+use std::io::ErrorKind;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Command;
+
+const B: usize = 4096;
+const BU: u64 = B as u64;
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// `r` is `Err(Io)` of `kind` whose message names `path`.
+#[track_caller]
+fn assert_io_kind<T: std::fmt::Debug>(r: Result<T, Error>, kind: ErrorKind, path: &Path, what: &str) {
+    match r {
+        Err(Error::Io(e)) if e.kind() == kind => {
+            let msg = Error::Io(e).to_string();
+            let name = path.file_name().map(|n| n.to_string_lossy().to_string());
+            if let Some(name) = name.filter(|n| !n.is_empty() && n.len() < 200) {
+                assert!(msg.contains(&name), "{what}: message names no path: {msg}");
+            }
+        }
+        other => panic!("{what}: want Err(Io({kind:?})), got {other:?}"),
+    }
+}
+
+/// The cache still reads a fresh file correctly.
+#[track_caller]
+fn still_works(cache: &Cache, what: &str) {
+    let f = patterned_file(4 * BU);
+    let dev = cache
+        .open(f.path())
+        .unwrap_or_else(|e| panic!("{what}: open after bad input: {e}"));
+    let g = cache.read(dev, 2).unwrap();
+    assert!(
+        g[..] == file_bytes(f.path(), 2 * BU, B)[..],
+        "{what}: read after bad input"
+    );
+}
+
+// ---- permission ----------------------------------------------------------
+
+const CHILD: &str = "BLOCKCACHE_TEST_NO_PERMISSION_DIR";
+
+/// The checks, run by a process that is not root.
+fn permission_checks(dir: &Path) {
+    let secret = dir.join("secret"); // 0600, someone else's
+    let readable = dir.join("readable"); // 0444
+    for kind in engines() {
+        let cache = cache(kind, B, 4);
+        for (path, ro) in [(&secret, false), (&secret, true), (&readable, false)] {
+            let r = if ro {
+                cache.open_read_only(path)
+            } else {
+                cache.open(path)
+            };
+            assert_io_kind(
+                r,
+                ErrorKind::PermissionDenied,
+                path,
+                &format!("{kind:?} {} read_only={ro}", path.display()),
+            );
+        }
+        // Read-only access to a readable file works.
+        let dev = cache.open_read_only(&readable).unwrap();
+        assert!(cache.read(dev, 1).unwrap()[..] == file_bytes(&readable, BU, B)[..]);
+        assert!(matches!(cache.write(dev, 1), Err(Error::ReadOnly)));
+        cache.close(dev).unwrap();
+        // /var/tmp is writable by anyone: the cache still works.
+        still_works(&cache, &format!("{kind:?} without permission"));
+    }
+}
+
+#[test]
+fn a_file_without_permission_is_an_error() {
+    if let Some(dir) = std::env::var_os(CHILD) {
+        // SAFETY: geteuid has no preconditions.
+        assert_ne!(unsafe { libc::geteuid() }, 0, "the child must not be root");
+        return permission_checks(Path::new(&dir));
+    }
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    for (name, mode) in [("secret", 0o600), ("readable", 0o444)] {
+        let p = dir.path().join(name);
+        let data: Vec<u8> = (0..8 * BU).map(pattern).collect();
+        std::fs::write(&p, data).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    if !is_root() {
+        return permission_checks(dir.path());
+    }
+    // Root ignores permission bits: run the checks as `nobody`.
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_file_without_permission_is_an_error",
+            "--test-threads=1",
+        ])
+        .env(CHILD, dir.path())
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("run the test binary as nobody");
+    assert!(
+        out.status.success(),
+        "child as nobody: {:?}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 passed"),
+        "the child ran the checks: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// Clears the immutable attribute on drop, so the file can be removed.
+struct Immutable<'a>(&'a Path);
+
+impl Drop for Immutable<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").arg(self.0).status();
+    }
+}
+
+#[test]
+fn an_immutable_file_cannot_be_opened_for_writing_even_by_root() {
+    let f = patterned_file(8 * BU);
+    let ok = Command::new("chattr").arg("+i").arg(f.path()).output();
+    let _undo = Immutable(f.path());
+    match ok {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => {
+            return println!(
+                "skipping: chattr +i: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            )
+        }
+        Err(e) => return println!("skipping: no chattr: {e}"),
+    }
+    for kind in engines() {
+        let cache = cache(kind, B, 4);
+        assert_io_kind(
+            cache.open(f.path()),
+            ErrorKind::PermissionDenied,
+            f.path(),
+            &format!("{kind:?}: immutable, read-write"),
+        );
+        let dev = cache.open_read_only(f.path()).unwrap();
+        assert!(cache.read(dev, 7).unwrap()[..] == file_bytes(f.path(), 7 * BU, B)[..]);
+        still_works(&cache, &format!("{kind:?}"));
+    }
+}
+
+#[test]
+fn a_file_on_a_read_only_filesystem_cannot_be_opened_for_writing() {
+    let fs = match LoopFs::new(8, false) {
+        Ok(fs) => fs,
+        Err(reason) => return println!("skipping: {reason}"),
+    };
+    let path = fs.file("data");
+    let data: Vec<u8> = (0..8 * BU).map(pattern).collect();
+    std::fs::write(&path, &data).unwrap();
+    fs.remount(true).unwrap();
+    for kind in engines() {
+        let cache = cache(kind, B, 4);
+        assert_io_kind(
+            cache.open(&path),
+            ErrorKind::ReadOnlyFilesystem,
+            &path,
+            &format!("{kind:?}: read-only mount"),
+        );
+        let dev = cache.open_read_only(&path).unwrap();
+        assert!(cache.read(dev, 5).unwrap()[..] == data[5 * B..6 * B], "{kind:?}");
+        cache.close(dev).unwrap();
+        still_works(&cache, &format!("{kind:?}"));
+    }
+}
+
+// ---- paths that are not what they seem -------------------------------------
+
+#[test]
+fn symlinks_sockets_nul_bytes_and_overlong_paths_are_errors() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    let target = patterned_file(4 * BU);
+    let to_file = dir.path().join("to-file");
+    let to_dir = dir.path().join("to-dir");
+    let dangling = dir.path().join("dangling");
+    let socket = dir.path().join("socket");
+    std::os::unix::fs::symlink(target.path(), &to_file).unwrap();
+    std::os::unix::fs::symlink(dir.path(), &to_dir).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("nothing"), &dangling).unwrap();
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let nul = Path::new(std::ffi::OsStr::from_bytes(b"/var/tmp/a\0b"));
+    let long = dir.path().join("x".repeat(300));
+    let deep = dir.path().join("d/".repeat(3000));
+    for kind in engines() {
+        let cache = cache(kind, B, 4);
+        for read_only in [false, true] {
+            let open = |p: &Path| {
+                if read_only {
+                    cache.open_read_only(p)
+                } else {
+                    cache.open(p)
+                }
+            };
+            let what = |s: &str| format!("{kind:?} read_only={read_only}: {s}");
+            assert_io_kind(
+                open(&dangling),
+                ErrorKind::NotFound,
+                &dangling,
+                &what("dangling link"),
+            );
+            assert_io_kind(
+                open(&to_dir),
+                ErrorKind::InvalidInput,
+                &to_dir,
+                &what("link to a dir"),
+            );
+            assert_io_kind(open(&socket), ErrorKind::InvalidInput, &socket, &what("socket"));
+            assert_io_kind(
+                open(nul),
+                ErrorKind::InvalidInput,
+                Path::new(""),
+                &what("NUL byte"),
+            );
+            assert_io_kind(
+                open(Path::new("")),
+                ErrorKind::NotFound,
+                Path::new(""),
+                &what("empty"),
+            );
+            for p in [&long, &deep] {
+                match open(p) {
+                    // (The errno itself is not kept: the error is rewrapped
+                    // with the path; its message keeps strerror's text.)
+                    Err(Error::Io(e)) => assert!(e.to_string().contains("too long"), "{e}"),
+                    other => panic!("{}: {other:?}", what("overlong path")),
+                }
+            }
+            for c in ["/dev/zero", "/dev/urandom", "/dev/full"] {
+                let p = Path::new(c);
+                if p.exists() {
+                    assert_io_kind(open(p), ErrorKind::InvalidInput, p, &what(c));
+                }
+            }
+            // A link to a file is that file.
+            let dev = open(&to_file).unwrap();
+            assert_eq!(cache.device_blocks(dev).unwrap(), 4);
+            assert!(cache.read(dev, 3).unwrap()[..] == file_bytes(target.path(), 3 * BU, B)[..]);
+            cache.close(dev).unwrap();
+        }
+        still_works(&cache, &format!("{kind:?}"));
+    }
+}
+
+// ---- numbers that overflow ---------------------------------------------------
+
+fn assert_out_of_range<T: std::fmt::Debug>(r: Result<T, Error>, dev: DeviceId, block: u64, what: &str) {
+    match r {
+        Err(e @ Error::OutOfRange { dev: d, block: b }) if d == dev && b == block => {
+            assert!(e.to_string().contains(&block.to_string()), "{what}: {e}")
+        }
+        other => panic!("{what}: want OutOfRange {{ {dev:?}, {block} }}, got {other:?}"),
+    }
+}
+
+#[test]
+fn block_numbers_whose_byte_offset_overflows_are_out_of_range() {
+    for kind in engines() {
+        for bs in [512usize, 4096, 1 << 20] {
+            let f = patterned_file(4 * bs as u64);
+            let cache = Cache::new(blockcache::Config::new(bs, 4).engine(kind)).unwrap();
+            let dev = cache.open(f.path()).unwrap();
+            let last_whole = u64::MAX / bs as u64; // offset fits, barely
+            for b in [u64::MAX / 2, last_whole, last_whole + 1, u64::MAX - 1] {
+                let what = format!("{kind:?} bs {bs} block {b}");
+                assert_out_of_range(cache.read(dev, b), dev, b, &format!("{what} read"));
+                assert_out_of_range(cache.write(dev, b), dev, b, &format!("{what} write"));
+                assert_out_of_range(cache.zeroed(dev, b), dev, b, &format!("{what} zeroed"));
+                assert_out_of_range(cache.try_read(dev, b), dev, b, &format!("{what} try_read"));
+                assert_out_of_range(cache.try_write(dev, b), dev, b, &format!("{what} try_write"));
+                assert_out_of_range(cache.invalidate(dev, b), dev, b, &format!("{what} invalidate"));
+                cache.prefetch(dev, b);
+            }
+            cache.flush().unwrap();
+            let s = cache.stats();
+            assert_eq!(
+                (s.reads_issued, s.writes_issued, s.prefetches),
+                (0, 0, 0),
+                "{s:?}"
+            );
+            let g = cache.read(dev, 3).unwrap();
+            assert!(
+                g[..] == file_bytes(f.path(), 3 * bs as u64, bs)[..],
+                "{kind:?} bs {bs}"
+            );
+        }
+    }
+}
+
+#[test]
+fn byte_ranges_whose_end_overflows_or_is_empty_are_handled() {
+    for kind in engines() {
+        let size = 8 * BU;
+        let f = patterned_file(size);
+        let cache = cache(kind, B, 4);
+        let dev = cache.open(f.path()).unwrap();
+        let range_err = |r: Result<(), Error>, what: &str| match r {
+            Err(Error::OutOfRange { dev: d, .. }) if d == dev => {}
+            other => panic!("{kind:?} {what}: want OutOfRange, got {other:?}"),
+        };
+        // In-range offsets whose end overflows: only the u64 lengths can.
+        for (off, len) in [(1, u64::MAX), (size - 1, u64::MAX - size + 2), (0, u64::MAX)] {
+            range_err(
+                cache.zero_bytes(dev, off, len),
+                &format!("zero_bytes {off}+{len}"),
+            );
+            range_err(
+                cache.set_bytes(dev, off, len, 7),
+                &format!("set_bytes {off}+{len}"),
+            );
+        }
+        // Empty ranges: fine anywhere up to the end, out of range past it.
+        let mut empty = [0u8; 0];
+        for off in [0, 5, size] {
+            cache.read_bytes(dev, off, &mut empty).unwrap();
+            cache.write_bytes(dev, off, &empty).unwrap();
+            cache.zero_bytes(dev, off, 0).unwrap();
+            cache.set_bytes(dev, off, 0, 1).unwrap();
+        }
+        for off in [size + 1, u64::MAX] {
+            range_err(
+                cache.read_bytes(dev, off, &mut empty),
+                &format!("read_bytes {off}+0"),
+            );
+            range_err(
+                cache.write_bytes(dev, off, &empty),
+                &format!("write_bytes {off}+0"),
+            );
+            range_err(cache.zero_bytes(dev, off, 0), &format!("zero_bytes {off}+0"));
+        }
+        cache.flush().unwrap();
+        let s = cache.stats();
+        assert_eq!(
+            (s.reads_issued, s.writes_issued),
+            (0, 0),
+            "{kind:?}: nothing touched: {s:?}"
+        );
+        assert!(
+            std::fs::read(f.path()).unwrap() == (0..size).map(pattern).collect::<Vec<u8>>(),
+            "{kind:?}: file changed"
+        );
+        still_works(&cache, &format!("{kind:?}"));
+    }
+}
