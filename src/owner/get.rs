@@ -318,11 +318,11 @@ impl Owner {
             // Gets queued on an unheld slot: its last holder's Release is
             // on its way (serve_block armed the wake).
             let queued = !self.slots[slot as usize].waiters.is_empty();
-            let on_clean = self.lists.list_of(slot) == List::Clean;
-            // Dirty on the clean list: see take_slot; wait rather than lose it.
-            if holders(word) > 0 || queued || (on_clean && word & DIRTY != 0) {
+            // (take_slot, which runs first, has moved any dirty slot off
+            // the clean list.)
+            if holders(word) > 0 || queued {
                 wait = true;
-            } else if on_clean {
+            } else if self.lists.list_of(slot) == List::Clean {
                 // Released quietly after take_slot looked.
                 return NoSlot::Retry;
             }

@@ -56,7 +56,7 @@ impl Op {
     }
 
     fn device(&self) -> Option<DeviceId> {
-        Op::device_of(&self.kind)
+        self.kind.device()
     }
 }
 
@@ -201,7 +201,7 @@ impl Owner {
     }
 
     pub(super) fn start_op(&mut self, kind: OpKind, reply: Option<Replier>) {
-        if let Some(dev) = Op::device_of(&kind) {
+        if let Some(dev) = kind.device() {
             let Some(d) = self.devices.get(&dev).filter(|d| !d.closing) else {
                 if let Some(r) = reply {
                     r.send(Err(Error::UnknownDevice));
@@ -498,9 +498,10 @@ impl Owner {
     }
 }
 
-impl Op {
-    fn device_of(kind: &OpKind) -> Option<DeviceId> {
-        match *kind {
+impl OpKind {
+    /// The one device the op acts on; `None` for all of them.
+    fn device(&self) -> Option<DeviceId> {
+        match *self {
             OpKind::Flush(d) => d,
             OpKind::Invalidate(d, _) | OpKind::Close(d) | OpKind::Abort(d) => Some(d),
             OpKind::Shutdown | OpKind::Final => None,

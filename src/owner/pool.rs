@@ -84,7 +84,8 @@ impl Drop for Pool {
 /// sound; the `Arc<Pool>` inside keeps the memory alive even if an engine
 /// holds the token past the cache's shutdown.
 pub struct BlockBuf {
-    pool: Arc<Pool>,
+    /// Never read: held so the memory outlives the token.
+    _pool: Arc<Pool>,
     ptr: NonNull<u8>,
     len: usize,
 }
@@ -98,7 +99,7 @@ impl BlockBuf {
     pub(crate) fn new(pool: &Arc<Pool>, slot: u32) -> BlockBuf {
         let ptr = NonNull::new(pool.block_ptr(slot)).expect("pool memory is non-null");
         BlockBuf {
-            pool: Arc::clone(pool),
+            _pool: Arc::clone(pool),
             ptr,
             len: pool.block_size(),
         }
@@ -128,11 +129,6 @@ impl BlockBuf {
     #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> usize {
         self.len
-    }
-
-    #[allow(dead_code)]
-    pub(crate) fn pool(&self) -> &Arc<Pool> {
-        &self.pool
     }
 }
 
