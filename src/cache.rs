@@ -357,14 +357,14 @@ impl Core {
         self.call(|reply| Msg::Op { kind, reply }).map(drop)
     }
 
-    /// The fast path: take a resident block without asking the owner. One
-    /// shard read lock for the lookup, one CAS on the slot's word, and a
-    /// check that the slot still holds our block (see `slot_state` for why
-    /// that makes the race with eviction harmless). `None` sends the get to
+    /// The fast path: take a resident block without asking the owner. A
+    /// lookup that only loads (see `owner/index.rs`), one CAS on the slot's
+    /// word, and a check that the slot still holds our block (see
+    /// `slot_state` for why that makes the race with eviction harmless). `None` sends the get to
     /// the owner: not resident, in I/O, contended, or gets queued on it.
     #[inline]
     fn take_resident(&self, dev: DeviceId, block: u64, write: bool) -> Option<u32> {
-        let slot = self.shared.index.get(dev, block)?;
+        let slot = self.shared.lookup(dev, block)?;
         let shared = &self.shared.slots[slot as usize];
         if !shared.state.try_acquire(write) {
             return None;

@@ -49,7 +49,7 @@ impl Owner {
         if let Err(e) = self.check(dev, block, mode) {
             return reply.send(Err(e));
         }
-        let resident = self.shared.index.get(dev, block);
+        let resident = self.shared.lookup(dev, block);
         let hit = resident.is_some_and(|s| self.slots[s as usize].state != State::Reading);
         if !wait {
             // try_*: granted now or WouldBlock, never a wait or an I/O.
@@ -294,7 +294,7 @@ impl Owner {
                 continue;
             }
             let key = self.slots[slot as usize].key;
-            self.shared.index.remove(key.0, key.1);
+            self.shared.index.remove(key.0, key.1, slot);
             self.slots[slot as usize].state = State::Free;
             self.lists.move_to(slot, List::Free);
             bump(&self.counters.evictions);
@@ -352,7 +352,7 @@ impl Owner {
                 w.reply.send(Err(e));
                 continue;
             }
-            if let Some(slot) = self.shared.index.get(dev, block) {
+            if let Some(slot) = self.shared.lookup(dev, block) {
                 let w = self.pop_waiter(QueueId::Slots).expect("front exists");
                 self.get_resident(slot, w);
                 continue;
@@ -388,7 +388,7 @@ impl Owner {
     /// device has fewer than `queue_depth` I/Os in flight, no get is
     /// waiting for a slot, and a slot is free or clean.
     pub(super) fn prefetch(&mut self, dev: DeviceId, block: u64) {
-        if self.check(dev, block, Mode::Read).is_err() || self.shared.index.contains(dev, block) {
+        if self.check(dev, block, Mode::Read).is_err() || self.shared.lookup(dev, block).is_some() {
             return;
         }
         if self.devices[&dev].in_flight >= self.depth || !self.slot_queue.is_empty() {

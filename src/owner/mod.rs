@@ -224,6 +224,14 @@ impl Shared {
                 .collect(),
         })
     }
+
+    /// The slot holding `(dev, block)`: exact on the owner thread, a hint
+    /// for clients, who must confirm the key after acquiring (see `index`).
+    #[inline]
+    pub(crate) fn lookup(&self, dev: DeviceId, block: u64) -> Option<u32> {
+        self.index
+            .get(dev, block, |slot| self.slots[slot as usize].key.is(dev.0, block))
+    }
 }
 
 /// A FIFO of waiters, linked through the waiter slab.
@@ -645,7 +653,7 @@ impl Owner {
         let key = s.key;
         s.state = State::Free;
         s.error = None;
-        self.shared.index.remove(key.0, key.1);
+        self.shared.index.remove(key.0, key.1, slot);
         self.lists.move_to(slot, List::Free);
         while let Some(w) = self.pop_waiter(QueueId::Block(slot)) {
             self.push_waiter(QueueId::Slots, w);

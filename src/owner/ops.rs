@@ -268,7 +268,7 @@ impl Owner {
             }
             OpKind::Invalidate(dev, block) => {
                 let slots = match block {
-                    Some(b) => self.shared.index.get(dev, b).into_iter().collect(),
+                    Some(b) => self.shared.lookup(dev, b).into_iter().collect(),
                     None => self.device_slots(dev),
                 };
                 for slot in slots {
