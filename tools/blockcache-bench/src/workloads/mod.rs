@@ -8,6 +8,8 @@ mod mixed;
 mod random;
 mod scan;
 
+pub use hot::{scaling_label, UNSHARED_MAP};
+
 use crate::cli::{Baseline, Plan, Workload};
 use crate::files::TestFile;
 use crate::measure::{peak_rss, reset_peak_rss, trim_heap};
