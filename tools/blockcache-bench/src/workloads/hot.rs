@@ -3,9 +3,9 @@
 //! random reads.
 //!
 //! With more than one thread count, a last table measures scaling: the
-//! cache at the fewest and the most threads, interleaved round by round so
-//! the machine's noise falls on both alike, next to a map each thread owns
-//! alone. That map shares nothing, so its scaling is the ceiling this
+//! cache at the fewest threads and at the most that the machine has CPUs
+//! for, interleaved round by round so the machine's noise falls on both
+//! alike, next to a map each thread owns alone. That map shares nothing, so its scaling is the ceiling this
 //! machine allows for the same work; the cache's is read against it.
 
 use super::{
@@ -97,10 +97,14 @@ impl Hot {
             });
             runs.push(what);
         }
-        let (lo, hi) = (
-            plan.threads.iter().copied().min().unwrap_or(1),
-            plan.threads.iter().copied().max().unwrap_or(1),
-        );
+        // Scaling past the machine's CPUs measures the scheduler, not the
+        // cache: the top count is the largest that fits, if one does.
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let lo = plan.threads.iter().copied().min().unwrap_or(1);
+        let hi = (plan.threads.iter().copied())
+            .filter(|&t| t <= cpus)
+            .max()
+            .unwrap_or(lo);
         if hi > lo {
             let mut cases = Vec::new();
             let mut what = Vec::new();
