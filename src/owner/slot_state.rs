@@ -27,6 +27,19 @@
 //! it keeps the slot closed while gets are queued on it, so that queued
 //! writers are not starved by a stream of fast readers.
 //!
+//! # What a hit still costs across cores
+//!
+//! A read hit writes this word twice (acquire, release). When threads hit
+//! the same blocks, its cache line moves between cores on about every
+//! other hit. On the hot-hit benchmark (2 vCPUs, four runs) that is why a
+//! bare get scaled 1.2x-1.55x from one thread to two, while a map each
+//! thread owns alone scaled 1.65x-2.0x in the same runs (a get that also
+//! copies its 4 KiB out scaled 1.6x-2.2x). The known way past it is for readers to
+//! announce themselves in a per-thread record instead of the shared count,
+//! with the owner scanning the records before it closes a slot (BRAVO,
+//! Dice and Kogan, USENIX ATC '19). Not done: it changes who may count as
+//! a holder everywhere the owner asks.
+//!
 //! Memory ordering: acquires are `Acquire` (they see the block's bytes as
 //! the last releaser or the owner's I/O completion left them); releases
 //! and reopening are `Release`; the owner's close is `Acquire` (it sees
