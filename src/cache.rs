@@ -8,12 +8,15 @@ use crate::engine::{Completer, EngineFactory};
 use crate::error::Error;
 use crate::guard::{ReadGuard, WriteGuard};
 use crate::owner::pool::Pool;
+use crate::owner::readers::{self, Entry};
+use crate::owner::slot_state::{SlotState, Visible};
 use crate::owner::{self, Answer, Mode, Msg, OpKind, Replier, Response, Shared};
 use crate::stats::{Counters, Stats};
 use crate::DeviceId;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use parking_lot::Mutex;
 use std::path::Path;
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Once};
 use std::thread::JoinHandle;
@@ -64,6 +67,21 @@ pub(crate) struct Core {
     counters: Arc<Counters>,
     factory: Arc<dyn EngineFactory>,
     owner_thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// A share a get took: a slot, held counted in its word or (a reader on
+/// the fast path) visibly through `entry` of the taking thread's record.
+pub(crate) struct Taken {
+    pub(crate) slot: u32,
+    pub(crate) entry: Option<NonNull<Entry>>,
+}
+
+impl Taken {
+    /// The slot of a share that is counted (every write share is).
+    fn counted(self) -> u32 {
+        debug_assert!(self.entry.is_none(), "a write share is always counted");
+        self.slot
+    }
 }
 
 impl Cache {
@@ -185,35 +203,35 @@ impl Cache {
     /// A shared guard on block `block` of `dev`: reads it on a miss, waits
     /// out a writer.
     pub fn read(&self, dev: DeviceId, block: u64) -> Result<ReadGuard, Error> {
-        let slot = self.core().get(dev, block, Mode::Read, true)?;
-        Ok(ReadGuard::new(self.core(), slot, dev, block))
+        let taken = self.core().get(dev, block, Mode::Read, true)?;
+        Ok(ReadGuard::new(self.core(), taken, dev, block))
     }
 
     /// An exclusive guard: reads the block on a miss, waits out readers and
     /// a writer. Dropping it marks the block dirty.
     pub fn write(&self, dev: DeviceId, block: u64) -> Result<WriteGuard, Error> {
-        let slot = self.core().get(dev, block, Mode::Write, true)?;
+        let slot = self.core().get(dev, block, Mode::Write, true)?.counted();
         Ok(WriteGuard::new(self.core(), slot, dev, block, false))
     }
 
     /// An exclusive guard on a zero-filled block, dirty; never reads the
     /// device.
     pub fn zeroed(&self, dev: DeviceId, block: u64) -> Result<WriteGuard, Error> {
-        let slot = self.core().get(dev, block, Mode::Zeroed, true)?;
+        let slot = self.core().get(dev, block, Mode::Zeroed, true)?.counted();
         Ok(WriteGuard::new(self.core(), slot, dev, block, true))
     }
 
     /// Like [`read`](Cache::read), but `Err(WouldBlock)` instead of waiting
     /// or reading: succeeds only for a resident block with no writer.
     pub fn try_read(&self, dev: DeviceId, block: u64) -> Result<ReadGuard, Error> {
-        let slot = self.core().get(dev, block, Mode::Read, false)?;
-        Ok(ReadGuard::new(self.core(), slot, dev, block))
+        let taken = self.core().get(dev, block, Mode::Read, false)?;
+        Ok(ReadGuard::new(self.core(), taken, dev, block))
     }
 
     /// Like [`write`](Cache::write), but `Err(WouldBlock)` instead of
     /// waiting or reading: succeeds only for a resident, unheld block.
     pub fn try_write(&self, dev: DeviceId, block: u64) -> Result<WriteGuard, Error> {
-        let slot = self.core().get(dev, block, Mode::Write, false)?;
+        let slot = self.core().get(dev, block, Mode::Write, false)?.counted();
         Ok(WriteGuard::new(self.core(), slot, dev, block, false))
     }
 
@@ -329,16 +347,16 @@ impl Core {
             })
     }
 
-    fn get(&self, dev: DeviceId, block: u64, mode: Mode, wait: bool) -> Result<u32, Error> {
+    fn get(&self, dev: DeviceId, block: u64, mode: Mode, wait: bool) -> Result<Taken, Error> {
         if self.fast_hits && mode != Mode::Zeroed {
             let write = mode == Mode::Write;
-            if let Some(slot) = self.take_resident(dev, block, write) {
+            if let Some(taken) = self.take_resident(dev, block, write) {
                 if write {
                     self.counters.write_hits.add(1);
                 } else {
                     self.counters.read_hits.add(1);
                 }
-                return Ok(slot);
+                return Ok(taken);
             }
         }
         match self.call(|reply| Msg::Get {
@@ -348,7 +366,7 @@ impl Core {
             wait,
             reply,
         })? {
-            Answer::Slot(slot) => Ok(slot),
+            Answer::Slot(slot) => Ok(Taken { slot, entry: None }),
             other => unreachable!("owner answered Get with {other:?}"),
         }
     }
@@ -358,24 +376,70 @@ impl Core {
     }
 
     /// The fast path: take a resident block without asking the owner. A
-    /// lookup that only loads (see `owner/index.rs`), one CAS on the slot's
-    /// word, and a check that the slot still holds our block (see
-    /// `slot_state` for why that makes the race with eviction harmless). `None` sends the get to
-    /// the owner: not resident, in I/O, contended, or gets queued on it.
+    /// lookup that only loads (see `owner/index.rs`), then for a reader an
+    /// entry in this thread's record (`owner/readers.rs`), else one CAS on
+    /// the slot's word; and a check that the slot still holds our block
+    /// (see `slot_state` for why that makes the race with eviction
+    /// harmless). `None` sends the get to the owner: not resident, in I/O,
+    /// contended, or gets queued on it.
     #[inline]
-    fn take_resident(&self, dev: DeviceId, block: u64, write: bool) -> Option<u32> {
+    fn take_resident(&self, dev: DeviceId, block: u64, write: bool) -> Option<Taken> {
         let slot = self.shared.lookup(dev, block)?;
         let shared = &self.shared.slots[slot as usize];
-        if !shared.state.try_acquire(write) {
+        if !write {
+            if let Some(entry) = self.my_free_entry() {
+                match shared.state.try_acquire_visible(slot, entry) {
+                    Visible::Held if shared.key.is(dev.0, block) => {
+                        return Some(Taken {
+                            slot,
+                            entry: Some(NonNull::from(entry)),
+                        });
+                    }
+                    Visible::Held => {
+                        if !entry.release(slot) {
+                            self.release_counted(slot, false);
+                        }
+                        return None;
+                    }
+                    Visible::Counted => return self.keep_if_ours(slot, dev, block, false),
+                    Visible::Refused => {}
+                }
+            }
+        }
+        let prev = shared.state.acquire_counted(write)?;
+        if write && SlotState::visible_readers_beside(prev, slot, &self.shared.readers) {
+            self.release_counted(slot, true);
             return None;
         }
-        if shared.key.is(dev.0, block) {
-            return Some(slot);
+        self.keep_if_ours(slot, dev, block, write)
+    }
+
+    /// This thread's record's free entry, if it has (or can claim) one.
+    #[inline]
+    fn my_free_entry(&self) -> Option<&Entry> {
+        let record = readers::my_record(&self.shared)?;
+        self.shared.readers.record(record).free_entry()
+    }
+
+    /// We hold a counted share of `slot`: keep it if the slot holds our
+    /// block, else give it back.
+    #[inline]
+    fn keep_if_ours(&self, slot: u32, dev: DeviceId, block: u64, write: bool) -> Option<Taken> {
+        if self.shared.slots[slot as usize].key.is(dev.0, block) {
+            return Some(Taken { slot, entry: None });
         }
-        if !shared.state.try_release_quietly(write, false) {
+        self.release_counted(slot, write);
+        None
+    }
+
+    /// Give back a counted share taken by mistake (the block unchanged).
+    fn release_counted(&self, slot: u32, write: bool) {
+        if !self.shared.slots[slot as usize]
+            .state
+            .try_release_quietly(write, false)
+        {
             self.release_through_owner(slot, write, false);
         }
-        None
     }
 
     /// Have the owner let go of a share for us (we still hold it: see
@@ -464,5 +528,72 @@ mod tests {
         let mut back = [0u8; 4096];
         std::os::unix::fs::FileExt::read_exact_at(f.as_file(), &mut back, 3 * 4096).unwrap();
         assert!(back.iter().all(|&b| b == 9));
+    }
+
+    fn sync_cache_with_file(capacity: usize) -> (Cache, DeviceId, tempfile::NamedTempFile) {
+        let f = tempfile::NamedTempFile::new_in("/var/tmp").unwrap();
+        f.as_file().set_len(64 * 4096).unwrap();
+        let cache = Cache::new(Config::new(4096, capacity).engine(EngineKind::Sync)).unwrap();
+        let dev = cache.open(f.path()).unwrap();
+        (cache, dev, f)
+    }
+
+    /// A miss is granted by the owner (counted); the first hit after it is
+    /// counted too and biases the slot; from then on hits are visible.
+    #[test]
+    fn repeated_hits_become_visible_reads() {
+        let (cache, dev, _f) = sync_cache_with_file(8);
+        assert!(!cache.read(dev, 1).unwrap().is_visible(), "a miss");
+        assert!(!cache.read(dev, 1).unwrap().is_visible(), "the hit that biases");
+        let g = cache.read(dev, 1).unwrap();
+        assert!(g.is_visible());
+        // Held visibly, the block is held: no writer, no invalidation.
+        assert!(matches!(cache.try_write(dev, 1), Err(Error::WouldBlock)));
+        assert!(matches!(cache.invalidate(dev, 1), Err(Error::Busy)));
+        drop(g);
+        drop(cache.try_write(dev, 1).unwrap());
+        cache.invalidate(dev, 1).unwrap();
+    }
+
+    /// A thread's record has a few entries; guards beyond them are counted,
+    /// and every one is released whichever way it was taken.
+    #[test]
+    fn guards_beyond_the_record_are_counted() {
+        let (cache, dev, _f) = sync_cache_with_file(32);
+        for b in 0..20 {
+            drop(cache.read(dev, b).unwrap());
+            drop(cache.read(dev, b).unwrap());
+        }
+        let guards: Vec<ReadGuard> = (0..20).map(|b| cache.read(dev, b).unwrap()).collect();
+        let visible = guards.iter().filter(|g| g.is_visible()).count();
+        assert!(visible > 0 && visible < 20, "{visible} of 20 visible");
+        for b in 0..20 {
+            assert!(matches!(cache.try_write(dev, b), Err(Error::WouldBlock)));
+        }
+        drop(guards);
+        for b in 0..20 {
+            drop(cache.try_write(dev, b).unwrap());
+        }
+        let s = cache.stats();
+        assert_eq!(s.read_hits + s.read_misses, 60);
+    }
+
+    /// The owner counts visible readers before it closes a slot: a flush
+    /// skips a held dirty block, and writes it once the guard is gone.
+    #[test]
+    fn a_visible_reader_holds_off_writeback_until_it_leaves() {
+        let (cache, dev, f) = sync_cache_with_file(8);
+        cache.write(dev, 2).unwrap().fill(7);
+        drop(cache.read(dev, 2).unwrap());
+        let g = cache.read(dev, 2).unwrap();
+        assert!(g.is_visible());
+        cache.flush().unwrap(); // writes every *unheld* dirty block
+        let mut back = [0u8; 4096];
+        std::os::unix::fs::FileExt::read_exact_at(f.as_file(), &mut back, 2 * 4096).unwrap();
+        assert!(back.iter().all(|&b| b == 0), "a held block was written back");
+        drop(g);
+        cache.flush().unwrap();
+        std::os::unix::fs::FileExt::read_exact_at(f.as_file(), &mut back, 2 * 4096).unwrap();
+        assert!(back.iter().all(|&b| b == 7));
     }
 }

@@ -95,8 +95,9 @@ impl Config {
         self
     }
 
-    /// Whether a client thread takes a resident, unheld block itself, with
-    /// one compare-and-swap, instead of asking the owner thread (default
+    /// Whether a client thread takes a resident, unheld block itself (with
+    /// one compare-and-swap, or for a hot block's reader an entry in its
+    /// own thread's record) instead of asking the owner thread (default
     /// `true`). `false` sends every get through the owner: slower, and
     /// there to measure what the fast path buys.
     pub fn fast_hits(mut self, on: bool) -> Config {

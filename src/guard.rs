@@ -5,7 +5,9 @@
 //! A guard dereferences to its block's bytes through a raw pointer into
 //! the pool. Each slot has one atomic word (`owner::slot_state`) that
 //! counts its readers and marks its writer; a guard exists exactly while
-//! its share is counted there. Clients take that share with a
+//! its share is counted there, or, for a read guard, announced in an entry
+//! of a reader record that everyone who would exclude readers scans first
+//! (`owner::readers`; the argument is in `slot_state`). Clients take that share with a
 //! compare-and-swap that fails on a writer (or, for a writer, on any
 //! holder), and the owner thread, which grants shares to waiting clients
 //! too, does the same checks on the same word. The owner does I/O on a
@@ -39,7 +41,8 @@
 //! Callers that need all-or-nothing updates of a block should build the
 //! new contents elsewhere and copy them in with one `copy_from_slice`.
 
-use crate::cache::Core;
+use crate::cache::{Core, Taken};
+use crate::owner::readers::Entry;
 use crate::DeviceId;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
@@ -53,21 +56,36 @@ struct Share {
     ptr: NonNull<u8>,
     len: usize,
     slot: u32,
+    /// A visible read share: the entry of a reader record (in `Core`'s
+    /// shared state) that names our slot. `None`: counted in the word.
+    entry: Option<NonNull<Entry>>,
 }
 
 impl Share {
-    fn new(core: &Arc<Core>, slot: u32) -> Share {
+    fn new(core: &Arc<Core>, taken: Taken) -> Share {
         Share {
             core: NonNull::from(&**core),
-            ptr: NonNull::new(core.pool.block_ptr(slot)).expect("pool memory is non-null"),
+            ptr: NonNull::new(core.pool.block_ptr(taken.slot)).expect("pool memory is non-null"),
             len: core.pool.block_size(),
-            slot,
+            slot: taken.slot,
+            entry: taken.entry,
         }
     }
 
     /// Give the share up; `dirtied` for a write guard. Nothing of `Core` is
     /// touched after the share is gone unless a counted reference is held.
     fn release(&self, write: bool, dirtied: bool) {
+        if let Some(entry) = self.entry {
+            // SAFETY: the entry lies in Core's shared state, alive while our
+            // share is held (as for `live` below); emptying it is our last
+            // use of it, as the quiet release is below.
+            let entry: &Entry = unsafe { entry.as_ref() };
+            if entry.release(self.slot) {
+                return;
+            }
+            // The owner counted our share in the word meanwhile: release
+            // it as a counted one.
+        }
         let core = self.core.as_ptr();
         // SAFETY: our share is still counted, so the owner thread, which
         // holds a reference to Core until no slot has a holder, is alive and
@@ -147,9 +165,9 @@ unsafe impl Send for WriteGuard {}
 unsafe impl Sync for WriteGuard {}
 
 impl ReadGuard {
-    pub(crate) fn new(core: &Arc<Core>, slot: u32, dev: DeviceId, block: u64) -> ReadGuard {
+    pub(crate) fn new(core: &Arc<Core>, taken: Taken, dev: DeviceId, block: u64) -> ReadGuard {
         ReadGuard {
-            share: Share::new(core, slot),
+            share: Share::new(core, taken),
             dev,
             block,
         }
@@ -164,13 +182,19 @@ impl ReadGuard {
     pub fn block(&self) -> u64 {
         self.block
     }
+
+    /// Whether the share is held through the thread's reader record.
+    #[cfg(test)]
+    pub(crate) fn is_visible(&self) -> bool {
+        self.share.entry.is_some()
+    }
 }
 
 impl WriteGuard {
     /// `zero`: fill the block with zeroes before handing it out (`zeroed`).
     pub(crate) fn new(core: &Arc<Core>, slot: u32, dev: DeviceId, block: u64, zero: bool) -> WriteGuard {
         let mut g = WriteGuard {
-            share: Share::new(core, slot),
+            share: Share::new(core, Taken { slot, entry: None }),
             dev,
             block,
         };
@@ -194,7 +218,8 @@ impl WriteGuard {
 impl Deref for ReadGuard {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // SAFETY: our reader share in the slot's word keeps writers out and
+        // SAFETY: our reader share (counted in the slot's word, or in an
+        // entry every writer and owner close scans) keeps writers out and
         // the owner from reusing the slot or doing I/O on it until our Drop;
         // the pool lives as long as `core` (module docs).
         unsafe { std::slice::from_raw_parts(self.share.ptr.as_ptr(), self.share.len) }

@@ -570,3 +570,51 @@ fn guards_dropped_while_the_last_handle_goes() {
         }
     }
 }
+
+// ---- visible readers -----------------------------------------------------
+
+/// More threads than a cache has reader records (64) hold the same hot
+/// block at once: those with a record hold it visibly, the rest counted.
+/// While they all hold it no writer gets in; once they are gone one does,
+/// and every reader saw the block's bytes.
+#[test]
+fn more_readers_than_reader_records_hold_a_block_together() {
+    const READERS: usize = 80;
+    for kind in engines() {
+        let f = patterned_file(8 * BS as u64);
+        let cache = cache(kind, BS, 4);
+        let dev = cache.open(f.path()).unwrap();
+        for _ in 0..3 {
+            drop(cache.read(dev, 2).unwrap()); // resident, then biased
+        }
+        let c = cache.clone();
+        within("many readers", move || {
+            let holding = Arc::new(Barrier::new(READERS + 1));
+            let done = Arc::new(Barrier::new(READERS + 1));
+            let readers: Vec<_> = (0..READERS)
+                .map(|_| {
+                    let (c, holding, done) = (c.clone(), Arc::clone(&holding), Arc::clone(&done));
+                    thread::spawn(move || {
+                        let g = c.read(dev, 2).unwrap();
+                        holding.wait();
+                        let same = g[..] == original(2)[..];
+                        done.wait(); // the writer has tried while we held
+                        same
+                    })
+                })
+                .collect();
+            holding.wait();
+            assert!(matches!(c.try_write(dev, 2), Err(Error::WouldBlock)));
+            done.wait();
+            assert!(join_all(readers).into_iter().all(|same| same));
+            let mut w = c.write(dev, 2).unwrap();
+            w.fill(0x11);
+        });
+        cache.flush().unwrap();
+        assert!(
+            file_bytes(f.path(), 2 * BS as u64, BS).iter().all(|&b| b == 0x11),
+            "{kind:?}"
+        );
+        cache.shutdown().unwrap();
+    }
+}

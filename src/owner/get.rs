@@ -143,7 +143,7 @@ impl Owner {
             return false;
         }
         let st = &self.shared.slots[slot as usize].state;
-        st.close();
+        self.shared.close(slot);
         let granted = free_for(st.load(), mode != Mode::Read);
         if granted {
             st.grant(mode != Mode::Read);
@@ -163,7 +163,7 @@ impl Owner {
             let st = &self.shared.slots[slot as usize].state;
             // Armed before looking: a holder that leaves after our look
             // will see the mark and tell us.
-            st.close_and_wake();
+            self.shared.close_and_wake(slot);
             let resident = self.slots[slot as usize].state == State::Resident;
             if !resident || !free_for(st.load(), mode != Mode::Read) {
                 return;
@@ -234,7 +234,7 @@ impl Owner {
     /// Write `slot` back if nobody holds it. A held block is never written
     /// back: its holder may be changing it.
     pub(super) fn try_writeback(&mut self, slot: u32) -> bool {
-        if !self.shared.slots[slot as usize].state.try_close() {
+        if !self.shared.try_close(slot) {
             return false;
         }
         self.issue_write(slot);
@@ -282,7 +282,7 @@ impl Owner {
             }
             // A slot with gets queued is spoken for, even between holders.
             let queued = !self.slots[slot as usize].waiters.is_empty();
-            if queued || holders(word) > 0 || word & REFERENCED != 0 || !st.try_close() {
+            if queued || holders(word) > 0 || word & REFERENCED != 0 || !self.shared.try_close(slot) {
                 st.set(REFERENCED, false);
                 self.lists.move_to(slot, List::Clean);
                 continue;
@@ -313,7 +313,7 @@ impl Owner {
                 continue;
             }
             let st = &self.shared.slots[slot as usize].state;
-            st.wake_on_release();
+            self.shared.wake_on_release(slot);
             let word = st.load();
             // Gets queued on an unheld slot: its last holder's Release is
             // on its way (serve_block armed the wake).

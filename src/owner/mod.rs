@@ -52,6 +52,7 @@ pub(crate) mod index;
 pub(crate) mod lists;
 pub(crate) mod ops;
 pub(crate) mod pool;
+pub(crate) mod readers;
 pub(crate) mod slot_state;
 
 use crate::device::DeviceFile;
@@ -63,6 +64,7 @@ use crossbeam_channel::{Receiver, Sender};
 use index::Index;
 use lists::{List, Lists};
 use pool::{BlockBuf, Pool};
+use readers::Readers;
 use rustc_hash::FxHashMap;
 use slab::Slab;
 use slot_state::{holders, SlotKey, SlotState, CLOSED, DIRTY};
@@ -204,18 +206,21 @@ pub(crate) struct SharedSlot {
     pub(crate) key: SlotKey,
 }
 
-/// What clients read (and CAS) without asking the owner: the index and
-/// each slot's state word and key. Written only by the owner, except for
-/// the holder counts clients change through `SlotState`.
+/// What clients read (and CAS) without asking the owner: the index, each
+/// slot's state word and key, and the visible readers' records. Written
+/// only by the owner, except for the holder counts clients change through
+/// `SlotState` and the records clients fill.
 pub(crate) struct Shared {
     pub(crate) index: Index,
     pub(crate) slots: Box<[SharedSlot]>,
+    pub(crate) readers: Readers,
 }
 
 impl Shared {
     pub(crate) fn new(capacity: usize) -> Arc<Shared> {
         Arc::new(Shared {
             index: Index::new(capacity),
+            readers: Readers::new(readers::RECORDS),
             slots: (0..capacity)
                 .map(|_| SharedSlot {
                     state: SlotState::new(),
@@ -231,6 +236,33 @@ impl Shared {
     pub(crate) fn lookup(&self, dev: DeviceId, block: u64) -> Option<u32> {
         self.index
             .get(dev, block, |slot| self.slots[slot as usize].key.is(dev.0, block))
+    }
+
+    // The owner's closes: each counts the slot's visible readers first, so
+    // that every holder count the owner reads afterwards is exact.
+
+    /// Close `slot` if nobody holds it; see [`SlotState::try_close`].
+    pub(crate) fn try_close(&self, slot: u32) -> bool {
+        self.slots[slot as usize].state.try_close(slot, &self.readers)
+    }
+
+    /// See [`SlotState::close_and_wake`].
+    pub(crate) fn close_and_wake(&self, slot: u32) {
+        self.slots[slot as usize]
+            .state
+            .close_and_wake(slot, &self.readers)
+    }
+
+    /// See [`SlotState::wake_on_release`].
+    pub(crate) fn wake_on_release(&self, slot: u32) {
+        self.slots[slot as usize]
+            .state
+            .wake_on_release(slot, &self.readers)
+    }
+
+    /// See [`SlotState::close`].
+    pub(crate) fn close(&self, slot: u32) {
+        self.slots[slot as usize].state.close(slot, &self.readers)
     }
 }
 
@@ -482,8 +514,8 @@ impl Owner {
                 self.handles_gone = true;
                 // From now on the last holder of every slot tells us when it
                 // leaves (armed before the final op looks at holders).
-                for s in self.shared.slots.iter() {
-                    s.state.wake_on_release();
+                for slot in 0..self.shared.slots.len() as u32 {
+                    self.shared.wake_on_release(slot);
                 }
                 self.start_op(OpKind::Final, Some(reply));
             }

@@ -274,7 +274,7 @@ impl Owner {
                 for slot in slots {
                     if matches!(self.slots[slot as usize].state, State::Reading | State::Writing) {
                         op.waiting.push(slot);
-                    } else if !self.shared.slots[slot as usize].state.try_close() {
+                    } else if !self.shared.try_close(slot) {
                         // Never write back or clean a block someone holds
                         // (LVM bug C); it stays as its holder left it.
                         op.busy = true;
@@ -439,7 +439,7 @@ impl Owner {
             return; // a failed read already freed it
         }
         let st = &self.shared.slots[slot as usize].state;
-        if !st.try_close() {
+        if !self.shared.try_close(slot) {
             self.ops[id].busy = true;
         } else if st.load() & DIRTY != 0 {
             self.reopen(slot);
@@ -450,9 +450,7 @@ impl Owner {
 
     /// Drop `slot` unless a guard holds it (dirty data is discarded).
     fn drop_unheld(&mut self, slot: u32) {
-        if self.slots[slot as usize].state == State::Resident
-            && self.shared.slots[slot as usize].state.try_close()
-        {
+        if self.slots[slot as usize].state == State::Resident && self.shared.try_close(slot) {
             self.free_slot(slot);
         }
     }
@@ -478,7 +476,7 @@ impl Owner {
         let slots = self.device_slots(dev);
         let resident = |o: &Owner, s: u32| o.slots[s as usize].state == State::Resident;
         for (i, &slot) in slots.iter().enumerate() {
-            if resident(self, slot) && !self.shared.slots[slot as usize].state.try_close() {
+            if resident(self, slot) && !self.shared.try_close(slot) {
                 for &undo in &slots[..i] {
                     if resident(self, undo) {
                         self.reopen(undo);

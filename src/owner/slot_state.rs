@@ -8,7 +8,7 @@
 //! can close a slot only by a compare-and-swap from a word with no readers
 //! and no writer ([`SlotState::try_close`]). A client takes a slot only by
 //! a compare-and-swap from a word that is *not* closed
-//! ([`SlotState::try_acquire`]). The two CASes are on the same word, so
+//! ([`SlotState::acquire_counted`]). The two CASes are on the same word, so
 //! exactly one of them wins: either the client holds the slot (and the
 //! owner's close fails: the block is "held") or the owner has closed it
 //! (and the client's acquire fails: it asks the owner instead).
@@ -27,28 +27,54 @@
 //! it keeps the slot closed while gets are queued on it, so that queued
 //! writers are not starved by a stream of fast readers.
 //!
-//! # What a hit still costs across cores
+//! # Visible readers: a read hit that does not write this word
 //!
-//! A read hit writes this word twice (acquire, release). When threads hit
-//! the same blocks, its cache line moves between cores on about every
-//! other hit. On the hot-hit benchmark (2 vCPUs, four runs) that is why a
-//! bare get scaled 1.2x-1.55x from one thread to two, while a map each
-//! thread owns alone scaled 1.65x-2.0x in the same runs (a get that also
-//! copies its 4 KiB out scaled 1.6x-2.2x). The known way past it is for readers to
-//! announce themselves in a per-thread record instead of the shared count,
-//! with the owner scanning the records before it closes a slot (BRAVO,
-//! Dice and Kogan, USENIX ATC '19). Not done: it changes who may count as
-//! a holder everywhere the owner asks.
+//! Counting a reader writes the word, and when threads hit the same blocks
+//! its cache line moves between cores on about every other hit: with the
+//! count alone a bare hit scaled 1.2x-1.55x from one thread to two on the
+//! hot-hit benchmark (2 vCPUs) while a map per thread scaled 1.65x-2.0x.
+//! So a reader may instead write `slot + 1` into an entry of its own
+//! thread's record (`readers`), leaving this line shared between cores
+//! (BRAVO, Dice and Kogan, USENIX ATC '19). The rules that keep the
+//! argument above whole:
+//!
+//! 1. A reader goes visible only while the word is `BIASED` (and
+//!    referenced, open, without writer or wake mark): it publishes its
+//!    entry, fences (`SeqCst`), and reads the word again; if that second
+//!    look fails it takes the entry back.
+//! 2. Every owner operation that reads holders to decide something
+//!    (close, close-and-wake, wake-on-release, try-close) clears `BIASED`
+//!    in the same read-modify-write that sets its mark, fences, and scans
+//!    the entries; each entry naming the slot is *converted*: counted in
+//!    the word, then marked so that its holder releases it as a counted
+//!    share ([`Entry::release`] says which). Two threads that each store,
+//!    fence and load the other's location cannot both miss the other's
+//!    store; so either the reader sees the owner's mark and backs off, or
+//!    the owner finds the entry and counts it. After the scan the word's
+//!    count is exact, and stays so: no reader goes visible until a counted
+//!    reader sets `BIASED` again.
+//! 3. A fast writer that takes a biased slot fences and scans too, and
+//!    backs off if an entry names the slot (the reader, symmetrically,
+//!    sees the writer and backs off).
+//! 4. Only a counted reader sets `BIASED`, and only rule 2 clears it; so
+//!    an owner RMW that finds it clear knows no unconverted entry names
+//!    the slot, and skips the scan.
+//!
+//! The loom models at the end check rules 1-3 against eviction and
+//! reassignment, a fast writer, and an armed wake; each of the three
+//! fences fails a model when removed.
 //!
 //! Memory ordering: acquires are `Acquire` (they see the block's bytes as
-//! the last releaser or the owner's I/O completion left them); releases
-//! and reopening are `Release`; the owner's close is `Acquire` (it sees
-//! every holder's writes before it writes the block back).
+//! the last releaser or the owner's I/O completion left them); releases,
+//! emptying an entry and reopening are `Release`; the owner's close is
+//! `AcqRel` and its scan `Acquire` (it sees every holder's accesses before
+//! it writes the block back or reuses the slot).
 
+use super::readers::{Entry, Readers, CONVERTED};
 #[cfg(loom)]
-use loom::sync::atomic::{AtomicU64, Ordering::*};
+use loom::sync::atomic::{fence, AtomicU64, Ordering::*};
 #[cfg(not(loom))]
-use std::sync::atomic::{AtomicU64, Ordering::*};
+use std::sync::atomic::{fence, AtomicU64, Ordering::*};
 
 /// Readers holding the block (bits 0–23).
 const READERS: u64 = (1 << 24) - 1;
@@ -66,6 +92,31 @@ pub(crate) const DIRTY: u64 = 1 << 27;
 pub(crate) const REFERENCED: u64 = 1 << 28;
 /// The block's device is read-only: no write guards on the fast path.
 pub(crate) const READ_ONLY: u64 = 1 << 29;
+/// Readers may hold the slot through their own records (`readers`) rather
+/// than the count. Set by a counted reader; cleared by the owner, who then
+/// counts the visible readers ([`SlotState::try_close`] and the other
+/// owner closes).
+pub(crate) const BIASED: u64 = 1 << 30;
+
+/// Whether a reader may take the slot visibly: biased, referenced (so the
+/// owner's CLOCK still learns of the first hit after it cleared the bit),
+/// and nothing the owner or a writer needs to see counted.
+#[inline]
+fn visible_ok(word: u64) -> bool {
+    word & (BIASED | REFERENCED | CLOSED | WRITER | WAKE) == BIASED | REFERENCED
+}
+
+/// How [`SlotState::try_acquire_visible`] went.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Visible {
+    /// Held through the entry: release it with [`Entry::release`].
+    Held,
+    /// Not taken; the entry is free again.
+    Refused,
+    /// The owner counted the share while we were backing off: held as a
+    /// counted share (the entry is free again).
+    Counted,
+}
 
 /// The word itself. See the module docs for the protocol.
 pub(crate) struct SlotState(AtomicU64);
@@ -80,10 +131,18 @@ impl SlotState {
         self.0.load(Acquire)
     }
 
-    /// Client: take the slot shared (`write == false`) or exclusive, if it
-    /// is open and free in that mode. Marks it referenced.
-    #[inline]
+    /// [`acquire_counted`](SlotState::acquire_counted) as a yes or no.
+    #[cfg(test)]
     pub(crate) fn try_acquire(&self, write: bool) -> bool {
+        self.acquire_counted(write).is_some()
+    }
+
+    /// Client: take the slot shared (`write == false`) or exclusive, if it
+    /// is open and free in that mode, counted in the word; returns the word
+    /// it replaced. Marks it referenced; a reader also sets `BIASED`, so
+    /// that the next readers may go visible.
+    #[inline]
+    pub(crate) fn acquire_counted(&self, write: bool) -> Option<u64> {
         let mut cur = self.0.load(Relaxed);
         loop {
             let blocked = if write {
@@ -92,14 +151,62 @@ impl SlotState {
                 cur & (CLOSED | WRITER) != 0 || cur & READERS == READERS
             };
             if blocked {
-                return false;
+                return None;
             }
-            let next = if write { cur | WRITER } else { cur + 1 } | REFERENCED;
+            let next = if write {
+                cur | WRITER | REFERENCED
+            } else {
+                (cur + 1) | REFERENCED | BIASED
+            };
             match self.0.compare_exchange_weak(cur, next, Acquire, Relaxed) {
-                Ok(_) => return true,
+                Ok(_) => return Some(cur),
                 Err(now) => cur = now,
             }
         }
+    }
+
+    /// Client: take a read share by writing `slot + 1` into `entry`, one of
+    /// the calling thread's, instead of counting it here.
+    ///
+    /// The entry is published, then a `SeqCst` fence, then the word is
+    /// read again. Every owner close clears `BIASED` in a read-modify-write
+    /// of the word, then fences, then scans the entries. Of two threads
+    /// that each write one location, fence, and read the other's, at least
+    /// one reads the other's write: so either we see the close and back
+    /// off, or the owner sees our entry and counts it (module docs).
+    #[inline]
+    pub(crate) fn try_acquire_visible(&self, slot: u32, entry: &Entry) -> Visible {
+        if !visible_ok(self.0.load(Relaxed)) {
+            return Visible::Refused;
+        }
+        entry.0.store(slot + 1, Relaxed);
+        fence(SeqCst);
+        // Acquire: the block's bytes as the last writer or the owner's
+        // reopening left them.
+        if visible_ok(self.0.load(Acquire)) {
+            return Visible::Held;
+        }
+        match entry.0.compare_exchange(slot + 1, 0, Relaxed, Acquire) {
+            Ok(_) => Visible::Refused,
+            Err(now) => {
+                debug_assert_eq!(now, (slot + 1) | CONVERTED);
+                entry.0.store(0, Relaxed);
+                Visible::Counted
+            }
+        }
+    }
+
+    /// Client writer, after [`acquire_counted`](SlotState::acquire_counted)
+    /// replaced `prev`: whether a visible reader holds the slot too, in
+    /// which case the writer must let go. Only a slot that was biased can
+    /// have one (every owner close that clears the bias counts them).
+    #[inline]
+    pub(crate) fn visible_readers_beside(prev: u64, slot: u32, readers: &Readers) -> bool {
+        if prev & BIASED == 0 {
+            return false;
+        }
+        fence(SeqCst);
+        readers.any_of(slot)
     }
 
     /// Client: let go of the slot — unless the owner must hear of it: the
@@ -147,35 +254,91 @@ impl SlotState {
         }
     }
 
-    /// Owner: close the slot if nobody holds it (idempotent). `false` when
-    /// it is held.
-    pub(crate) fn try_close(&self) -> bool {
+    /// Owner: set `bits` and clear `BIASED` in one read-modify-write (if
+    /// `may(word)`), then count every visible reader of `slot` in the word.
+    /// Returns the word replaced and how many readers were counted, or
+    /// `None` if `may` refused.
+    fn set_and_count(
+        &self,
+        slot: u32,
+        readers: &Readers,
+        bits: u64,
+        may: impl Fn(u64) -> bool,
+    ) -> Option<(u64, u32)> {
         let mut cur = self.0.load(Relaxed);
-        loop {
-            if cur & (READERS | WRITER) != 0 {
-                return false;
+        let prev = loop {
+            if !may(cur) {
+                return None;
             }
-            match self.0.compare_exchange_weak(cur, cur | CLOSED, Acquire, Relaxed) {
-                Ok(_) => return true,
+            match self
+                .0
+                .compare_exchange_weak(cur, (cur | bits) & !BIASED, AcqRel, Relaxed)
+            {
+                Ok(_) => break cur,
                 Err(now) => cur = now,
+            }
+        };
+        if prev & BIASED == 0 {
+            // No reader went visible since the last count (only a
+            // counted reader sets the bias, and only counts clear it).
+            return Some((prev, 0));
+        }
+        fence(SeqCst);
+        let mut counted = 0;
+        for e in readers.entries() {
+            if e.0.load(Acquire) != slot + 1 {
+                continue;
+            }
+            // Counted before the entry says so: a holder that sees
+            // CONVERTED releases a count, which must be there already.
+            self.0.fetch_add(1, Relaxed);
+            match e
+                .0
+                .compare_exchange(slot + 1, (slot + 1) | CONVERTED, AcqRel, Acquire)
+            {
+                Ok(_) => counted += 1,
+                // Released meanwhile. Owner callers read the holders again
+                // after this, so a counted release that our passing +1 kept
+                // from seeing itself last is noticed there.
+                Err(_) => {
+                    self.0.fetch_sub(1, Relaxed);
+                }
+            }
+        }
+        Some((prev, counted))
+    }
+
+    /// Owner: close the slot if nobody holds it (idempotent). `false` when
+    /// it is held, visibly or counted.
+    pub(crate) fn try_close(&self, slot: u32, readers: &Readers) -> bool {
+        match self.set_and_count(slot, readers, CLOSED, |w| w & (READERS | WRITER) == 0) {
+            None => false,
+            Some((_, 0)) => true,
+            Some((prev, _)) => {
+                // Visible readers held it: they are counted now, and the
+                // slot goes back to as open as it was.
+                if prev & CLOSED == 0 {
+                    self.0.fetch_and(!CLOSED, Release);
+                }
+                false
             }
         }
     }
 
     /// Owner: close the slot to clients whether or not it is held (gets
     /// are queued on it), and ask to hear when its holders are gone.
-    pub(crate) fn close_and_wake(&self) {
-        self.0.fetch_or(CLOSED | WAKE, AcqRel);
+    pub(crate) fn close_and_wake(&self, slot: u32, readers: &Readers) {
+        self.set_and_count(slot, readers, CLOSED | WAKE, |_| true);
     }
 
     /// Owner: ask to hear when the holders are gone (the slot stays open).
-    pub(crate) fn wake_on_release(&self) {
-        self.0.fetch_or(WAKE, AcqRel);
+    pub(crate) fn wake_on_release(&self, slot: u32, readers: &Readers) {
+        self.set_and_count(slot, readers, WAKE, |_| true);
     }
 
     /// Owner: close the slot to clients (holders keep it).
-    pub(crate) fn close(&self) {
-        self.0.fetch_or(CLOSED, Acquire);
+    pub(crate) fn close(&self, slot: u32, readers: &Readers) {
+        self.set_and_count(slot, readers, CLOSED, |_| true);
     }
 
     /// Owner: let clients take the slot themselves again; `clear_wake`
@@ -265,6 +428,11 @@ impl SlotKey {
 mod tests {
     use super::*;
 
+    /// No reader records: every reader here is counted.
+    fn no_readers() -> Readers {
+        Readers::new(0)
+    }
+
     #[test]
     fn readers_share_writers_exclude() {
         let s = SlotState::new();
@@ -273,7 +441,7 @@ mod tests {
         assert!(s.try_acquire(false));
         assert!(s.try_acquire(false));
         assert!(!s.try_acquire(true));
-        assert!(!s.try_close(), "held");
+        assert!(!s.try_close(0, &no_readers()), "held");
         assert!(s.try_release_quietly(false, false));
         assert!(s.try_release_quietly(false, false));
         assert!(s.try_acquire(true));
@@ -289,7 +457,7 @@ mod tests {
             s.try_release_quietly(true, true),
             "dirty already: the owner knows"
         );
-        assert!(s.try_close());
+        assert!(s.try_close(0, &no_readers()));
         assert!(!s.try_acquire(false), "closed");
     }
 
@@ -299,7 +467,7 @@ mod tests {
         s.open(true);
         assert!(s.try_acquire(false));
         assert!(s.try_acquire(false));
-        s.close_and_wake();
+        s.close_and_wake(0, &no_readers());
         assert!(!s.try_acquire(false), "closed while gets are queued");
         assert!(s.try_release_quietly(false, false), "not the last");
         assert!(!s.try_release_quietly(false, false), "the last: ask the owner");
@@ -333,6 +501,11 @@ mod tests {
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;
+
+    /// No reader records: every reader here is counted.
+    fn no_readers() -> Readers {
+        Readers::new(0)
+    }
     use loom::sync::Arc;
     use loom::thread;
 
@@ -368,7 +541,7 @@ mod loom_tests {
             });
 
             // Owner: evict A, reassign to B, reopen.
-            let evicted = state.try_close();
+            let evicted = state.try_close(0, &no_readers());
             if evicted {
                 key.set(1, 20);
                 state.open(true);
@@ -401,7 +574,7 @@ mod loom_tests {
                     false
                 }
             });
-            let closed = state.try_close();
+            let closed = state.try_close(0, &no_readers());
             let wrote = writer.join().unwrap();
             if closed && wrote {
                 // The write happened entirely before the close: the close
@@ -421,7 +594,7 @@ mod loom_tests {
             state.open(true);
             assert!(state.try_acquire(false));
             assert!(state.try_acquire(false));
-            state.close_and_wake();
+            state.close_and_wake(0, &no_readers());
             let s = Arc::clone(&state);
             let other = thread::spawn(move || {
                 let quiet = s.try_release_quietly(false, false);
@@ -451,13 +624,134 @@ mod loom_tests {
             assert!(state.try_acquire(false));
             let s = Arc::clone(&state);
             let holder = thread::spawn(move || !s.try_release_quietly(false, false));
-            state.wake_on_release();
+            state.wake_on_release(0, &no_readers());
             let owner_saw_free = holders(state.load()) == 0;
             let asked = holder.join().unwrap();
             assert!(asked || owner_saw_free, "a release slipped past the wake");
             if asked {
                 state.let_go(false, false);
             }
+        });
+    }
+
+    /// One reader record, claimed: what a client thread has.
+    fn one_record() -> Arc<Readers> {
+        let r = Arc::new(Readers::new(1));
+        assert_eq!(r.claim(), Some(0));
+        r
+    }
+
+    /// A biased, referenced, open slot: visible readers may take it.
+    fn biased_slot() -> Arc<SlotState> {
+        let s = Arc::new(SlotState::new());
+        s.open(true);
+        assert!(s.try_acquire(false)); // sets REFERENCED | BIASED
+        assert!(s.try_release_quietly(false, false));
+        s
+    }
+
+    /// A client releases a visible share as a guard does: emptying the
+    /// entry, or, if the owner converted it, as a counted share.
+    fn visible_release(s: &SlotState, r: &Readers, held: &Visible) {
+        let entry = &r.record(0).entries[0];
+        match held {
+            Visible::Held if entry.release(0) => {}
+            Visible::Held | Visible::Counted => client_release(s, false, false),
+            Visible::Refused => {}
+        }
+    }
+
+    /// A visible reader of block A races the owner evicting A and giving
+    /// the slot to B: the reader holds A only if the owner's close failed,
+    /// and a close that failed counted the reader.
+    #[test]
+    fn visible_acquire_races_evict_and_reassign() {
+        loom::model(|| {
+            let (state, readers) = (biased_slot(), one_record());
+            let key = Arc::new(SlotKey::new());
+            key.set(1, 10);
+            let (s, r, k) = (Arc::clone(&state), Arc::clone(&readers), Arc::clone(&key));
+            let client = thread::spawn(move || {
+                let entry = r.record(0).free_entry().unwrap();
+                let got = s.try_acquire_visible(0, entry);
+                if got != Visible::Refused && !k.is(1, 10) {
+                    visible_release(&s, &r, &got);
+                    return Visible::Refused;
+                }
+                got
+            });
+            let evicted = state.try_close(0, &readers);
+            if evicted {
+                key.set(1, 20);
+                state.open(true);
+            }
+            let got = client.join().unwrap();
+            if got != Visible::Refused {
+                assert!(!evicted, "evicted a visibly held slot");
+                assert!(key.is(1, 10));
+                visible_release(&state, &readers, &got);
+            }
+            assert_eq!(holders(state.load()), 0);
+            assert_eq!(readers.record(0).entries[0].0.load(Relaxed), 0);
+        });
+    }
+
+    /// A client writer and a visible reader never both hold the slot.
+    #[test]
+    fn visible_reader_excludes_a_fast_writer() {
+        loom::model(|| {
+            let (state, readers) = (biased_slot(), one_record());
+            let (s, r) = (Arc::clone(&state), Arc::clone(&readers));
+            let reader = thread::spawn(move || {
+                let entry = r.record(0).free_entry().unwrap();
+                s.try_acquire_visible(0, entry)
+            });
+            let wrote = match state.acquire_counted(true) {
+                Some(prev) if SlotState::visible_readers_beside(prev, 0, &readers) => {
+                    client_release(&state, true, false);
+                    false
+                }
+                Some(_) => true,
+                None => false,
+            };
+            let read = reader.join().unwrap();
+            assert!(!(wrote && read != Visible::Refused), "a writer beside a reader");
+            if wrote {
+                client_release(&state, true, true);
+            }
+            visible_release(&state, &readers, &read);
+            assert_eq!(holders(state.load()), 0);
+        });
+    }
+
+    /// The owner arming `WAKE` (which counts visible readers) races a
+    /// visible reader leaving: either the owner's look sees the slot free,
+    /// or the reader's share was counted and its release asks the owner.
+    /// Never neither, and the count ends at zero.
+    #[test]
+    fn arming_wake_counts_a_visible_reader_or_sees_it_gone() {
+        loom::model(|| {
+            let (state, readers) = (biased_slot(), one_record());
+            let entry = readers.record(0).free_entry().unwrap();
+            assert_eq!(state.try_acquire_visible(0, entry), Visible::Held);
+            let (s, r) = (Arc::clone(&state), Arc::clone(&readers));
+            let holder = thread::spawn(move || {
+                if r.record(0).entries[0].release(0) {
+                    false
+                } else {
+                    let asked = !s.try_release_quietly(false, false);
+                    if asked {
+                        s.let_go(false, false);
+                    }
+                    asked
+                }
+            });
+            state.wake_on_release(0, &readers);
+            let owner_saw_free = holders(state.load()) == 0;
+            let asked = holder.join().unwrap();
+            assert!(asked || owner_saw_free, "a visible release slipped past the wake");
+            assert_eq!(holders(state.load()), 0);
+            assert_eq!(readers.record(0).entries[0].0.load(Relaxed), 0);
         });
     }
 }
