@@ -83,17 +83,17 @@ pub fn evaluate(reports: &[WorkloadReport], idle: Option<&Idle>) -> Vec<Goal> {
         }
     }
 
-    const SCALES: &str = "hot hits, 1 -> 2 threads: get+copy ops/s scales >= 1.8x";
+    const SCALES: &str = "hot hits, 1 -> 2 threads: ops/s scales >= 1.8x";
     let scaled =
         |what: &str| find(reports, Workload::Hot, Some(2), &scaling_label(what, 2)).and_then(|r| r.ratio);
     match (scaled(CACHE_COPY), scaled(CACHE_GET), scaled(UNSHARED_MAP)) {
         (Some(copy), Some(get), Some(ceiling)) => goals.push(Goal {
             goal: SCALES,
             measured: format!(
-                "get+copy {copy:.2}x, get alone {get:.2}x; a map per thread (the machine's ceiling) \
+                "get {get:.2}x, get+copy {copy:.2}x; a map per thread (the machine's ceiling) \
                  {ceiling:.2}x"
             ),
-            met: Some(copy >= 1.8),
+            met: Some(get.min(copy) >= 1.8),
         }),
         _ => goals.push(unmeasured(SCALES, "--workload hot --threads 1,2")),
     }
