@@ -144,7 +144,19 @@ impl Cache {
     /// O_DIRECT is used where the filesystem accepts it. Errors:
     /// [`Error::Io`] for a path that cannot be opened or is not a file or
     /// block device; [`Error::InvalidConfig`] when the block size is not a
-    /// multiple of the device's logical block size.
+    /// multiple of the device's logical block size. An `Io` error from the
+    /// kernel names the path and keeps the OS error's kind; the OS error
+    /// itself (with its errno) is its `source()`:
+    ///
+    /// ```
+    /// # use blockcache::{Cache, Config, EngineKind, Error};
+    /// # let cache = Cache::new(Config::new(4096, 4).engine(EngineKind::Sync)).unwrap();
+    /// let Err(Error::Io(e)) = cache.open("/no/such/file") else { panic!() };
+    /// assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+    /// assert!(e.to_string().contains("/no/such/file"));
+    /// let os = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<std::io::Error>());
+    /// assert_eq!(os.and_then(|s| s.raw_os_error()), Some(2)); // ENOENT
+    /// ```
     pub fn open(&self, path: impl AsRef<Path>) -> Result<DeviceId, Error> {
         self.open_device(path.as_ref(), false)
     }

@@ -520,6 +520,12 @@ fn paths_that_are_not_files_or_block_devices_are_io_errors() {
             let what = format!("{kind:?} read_only={read_only}");
             let e = assert_io(open(&missing), &format!("{what} missing"));
             assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{what}: {e}");
+            assert!(e.to_string().contains("missing"), "names the path: {e}");
+            // The OS error itself is the source, errno and all.
+            let os = std::error::Error::source(&e)
+                .and_then(|s| s.downcast_ref::<std::io::Error>())
+                .and_then(|s| s.raw_os_error());
+            assert_eq!(os, Some(libc::ENOENT), "{what}: {e}");
             assert_io(open(dir.path()), &format!("{what} directory"));
             // Must not block waiting for a writer.
             assert_io(open(&fifo), &format!("{what} FIFO"));

@@ -141,8 +141,35 @@ impl DeviceFile {
     }
 }
 
+/// `e` with the path in its message. The kind is kept, and the original
+/// error (with its `raw_os_error`) is the new one's `source()`.
 fn with_path(e: io::Error, path: &Path) -> io::Error {
-    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+    io::Error::new(
+        e.kind(),
+        PathError {
+            path: path.to_path_buf(),
+            source: e,
+        },
+    )
+}
+
+/// An OS error on a path: says which path, keeps the OS error.
+#[derive(Debug)]
+struct PathError {
+    path: std::path::PathBuf,
+    source: io::Error,
+}
+
+impl std::fmt::Display for PathError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.source)
+    }
+}
+
+impl std::error::Error for PathError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
 }
 
 fn ioctl_u64(file: &File, request: libc::c_ulong) -> io::Result<u64> {
