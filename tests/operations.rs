@@ -1417,16 +1417,18 @@ fn flush_syncs_writes_made_by_invalidate_and_eviction() {
 
         // Write 3 blocks through 2 slots: the second put leaves no slot
         // free or clean, so blocks 2 and 3 are written preemptively; block
-        // 4 evicts one of them once it is clean.
+        // 4 evicts one of them once it is clean. Block 4 is written
+        // preemptively too if, when its guard goes, the other writeback
+        // has not completed yet (no slot clean or free then): a race with
+        // the device, so either count is right. Every write so far was
+        // preemptive but the invalidate's.
         for b in 2..5u64 {
             cache.write(dev, b).unwrap().fill(b as u8);
         }
         let s = cache.stats();
-        assert_eq!(
-            (s.evictions, s.writes_issued, s.preemptive_writebacks),
-            (1, 3, 2),
-            "{kind:?}: {s:?}"
-        );
+        assert_eq!(s.evictions, 1, "{kind:?}: {s:?}");
+        assert!(matches!(s.preemptive_writebacks, 2 | 3), "{kind:?}: {s:?}");
+        assert_eq!(s.writes_issued, 1 + s.preemptive_writebacks, "{kind:?}: {s:?}");
         cache.flush().unwrap();
         let s = cache.stats();
         assert_eq!((s.writes_issued, s.syncs), (4, 2), "{kind:?}: {s:?}");
