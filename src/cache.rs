@@ -414,6 +414,10 @@ impl Core {
                         return None;
                     }
                     Visible::Counted => return self.keep_if_ours(slot, dev, block, false),
+                    Visible::CountedBesideWriter => {
+                        self.release_counted(slot, false);
+                        return None;
+                    }
                     Visible::Refused => {}
                 }
             }

@@ -76,9 +76,12 @@ impl Share {
     /// touched after the share is gone unless a counted reference is held.
     fn release(&self, write: bool, dirtied: bool) {
         if let Some(entry) = self.entry {
-            // SAFETY: the entry lies in Core's shared state, alive while our
-            // share is held (as for `live` below); emptying it is our last
-            // use of it, as the quiet release is below.
+            // SAFETY: the entry lies in Core's shared state. While our share
+            // is visible (not yet counted), the owner has not handled Stop
+            // (which counts every visible share first), so it is running and
+            // holds Core; once counted, the argument for `live` below holds.
+            // Emptying the entry is our last use of it, as the quiet release
+            // is below.
             let entry: &Entry = unsafe { entry.as_ref() };
             if entry.release(self.slot) {
                 return;

@@ -60,7 +60,9 @@ impl Entry {
             Ok(_) => true,
             Err(now) => {
                 debug_assert_eq!(now, (slot + 1) | CONVERTED);
-                self.0.store(0, Relaxed);
+                // Release: a fast writer may decide from this empty entry
+                // (it scans converted entries too).
+                self.0.store(0, Release);
                 false
             }
         }
@@ -110,10 +112,11 @@ impl Readers {
         self.records[..n].iter().flat_map(|r| r.entries.iter())
     }
 
-    /// Whether a visible, unconverted share of `slot` exists. Acquire:
-    /// an entry found empty was emptied after its holder's last read.
+    /// Whether an entry names `slot`, converted or not: either way its
+    /// reader still holds the slot. Acquire: an entry found empty was
+    /// emptied (with Release) after its holder's last read.
     pub(crate) fn any_of(&self, slot: u32) -> bool {
-        self.entries().any(|e| e.0.load(Acquire) == slot + 1)
+        self.entries().any(|e| e.0.load(Acquire) & !CONVERTED == slot + 1)
     }
 
     /// Claim a free record; `None` when all are taken.
@@ -168,7 +171,8 @@ mod mine {
     }
 
     /// This thread's record index in `shared`, claimed on first use;
-    /// `None` when none is free or the thread is exiting.
+    /// `None` when none is free (remembered: the thread reads counted in
+    /// that cache from then on) or the thread is exiting.
     #[inline]
     pub(crate) fn record(shared: &Arc<Shared>) -> Option<usize> {
         let at = Arc::as_ptr(shared) as usize;

@@ -43,26 +43,33 @@
 //!    entry, fences (`SeqCst`), and reads the word again; if that second
 //!    look fails it takes the entry back.
 //! 2. Every owner operation that reads holders to decide something
-//!    (close, close-and-wake, wake-on-release, try-close) clears `BIASED`
-//!    in the same read-modify-write that sets its mark, fences, and scans
-//!    the entries; each entry naming the slot is *converted*: counted in
-//!    the word, then marked so that its holder releases it as a counted
-//!    share ([`Entry::release`] says which). Two threads that each store,
-//!    fence and load the other's location cannot both miss the other's
-//!    store; so either the reader sees the owner's mark and backs off, or
-//!    the owner finds the entry and counts it. After the scan the word's
-//!    count is exact, and stays so: no reader goes visible until a counted
-//!    reader sets `BIASED` again.
+//!    (close, close-and-wake, wake-on-release, try-close) sets its mark
+//!    (closed or wake) in a read-modify-write, fences, scans the entries,
+//!    and only then clears `BIASED`. Each entry naming the slot is
+//!    *converted*: counted in the word, then marked so that its holder
+//!    releases it as a counted share ([`Entry::release`] says which). Two
+//!    threads that each store, fence and load the other's location cannot
+//!    both miss the other's store; so either the reader sees the owner's
+//!    mark and backs off, or the owner finds the entry and counts it. Once
+//!    the scan is over the word's count is exact, and stays so: no reader
+//!    goes visible until a counted reader sets `BIASED` again.
 //! 3. A fast writer that takes a biased slot fences and scans too, and
-//!    backs off if an entry names the slot (the reader, symmetrically,
-//!    sees the writer and backs off).
-//! 4. Only a counted reader sets `BIASED`, and only rule 2 clears it; so
-//!    an owner RMW that finds it clear knows no unconverted entry names
-//!    the slot, and skips the scan.
+//!    backs off if an entry names the slot, converted or not (the reader,
+//!    symmetrically, sees the writer and backs off). Because the owner
+//!    clears the bias only after its scan, a writer that takes the slot in
+//!    the middle of one still scans. A reader backing off whose entry the
+//!    owner converted meanwhile holds a counted share; it looks for a
+//!    writer once more and lets go if one holds the slot.
+//! 4. Only a counted reader sets `BIASED`, and only the end of a count
+//!    (rule 2) clears it; so an owner RMW that finds it clear knows no
+//!    unconverted entry names the slot, and skips the scan.
 //!
 //! The loom models at the end check rules 1-3 against eviction and
-//! reassignment, a fast writer, and an armed wake; each of the three
-//! fences fails a model when removed.
+//! reassignment, a fast writer, an armed wake, and a writer and the owner
+//! together. Loom does not explore every interleaving of `SeqCst` fences
+//! (a review found three bugs in the first version that its models
+//! passed), so the unit tests also replay the interleavings that broke
+//! it, step by step.
 //!
 //! Memory ordering: acquires are `Acquire` (they see the block's bytes as
 //! the last releaser or the owner's I/O completion left them); releases,
@@ -116,6 +123,9 @@ pub(crate) enum Visible {
     /// The owner counted the share while we were backing off: held as a
     /// counted share (the entry is free again).
     Counted,
+    /// Counted by the owner, but a writer holds the slot: the caller
+    /// releases the counted share without touching the block.
+    CountedBesideWriter,
 }
 
 /// The word itself. See the module docs for the protocol.
@@ -191,6 +201,14 @@ impl SlotState {
             Err(now) => {
                 debug_assert_eq!(now, (slot + 1) | CONVERTED);
                 entry.0.store(0, Relaxed);
+                // Converted while we were backing off, perhaps from a fast
+                // writer that took the slot before our entry was up and so
+                // did not see it. The count was added before the mark we
+                // just read, so any writer still holding shows here, and
+                // no writer can take the slot past our count from now on.
+                if self.0.load(Acquire) & WRITER != 0 {
+                    return Visible::CountedBesideWriter;
+                }
                 Visible::Counted
             }
         }
@@ -198,8 +216,9 @@ impl SlotState {
 
     /// Client writer, after [`acquire_counted`](SlotState::acquire_counted)
     /// replaced `prev`: whether a visible reader holds the slot too, in
-    /// which case the writer must let go. Only a slot that was biased can
-    /// have one (every owner close that clears the bias counts them).
+    /// which case the writer must let go. An entry the owner converted
+    /// meanwhile counts too (its reader still holds). Only a slot that was
+    /// biased can have one (every count ends by clearing the bias).
     #[inline]
     pub(crate) fn visible_readers_beside(prev: u64, slot: u32, readers: &Readers) -> bool {
         if prev & BIASED == 0 {
@@ -254,10 +273,13 @@ impl SlotState {
         }
     }
 
-    /// Owner: set `bits` and clear `BIASED` in one read-modify-write (if
-    /// `may(word)`), then count every visible reader of `slot` in the word.
-    /// Returns the word replaced and how many readers were counted, or
-    /// `None` if `may` refused.
+    /// Owner: set `bits` in one read-modify-write (if `may(word)`), then
+    /// count every visible reader of `slot` in the word, then clear
+    /// `BIASED`. Returns the word replaced and how many readers were
+    /// counted, or `None` if `may` refused.
+    ///
+    /// The bias is cleared only after the scan: a fast writer that takes
+    /// the slot while we scan must still see it, and scan too (rule 3).
     fn set_and_count(
         &self,
         slot: u32,
@@ -265,23 +287,33 @@ impl SlotState {
         bits: u64,
         may: impl Fn(u64) -> bool,
     ) -> Option<(u64, u32)> {
+        let prev = self.mark(bits, may)?;
+        Some((prev, self.count_visible(slot, readers, prev)))
+    }
+
+    /// The first half of [`set_and_count`](SlotState::set_and_count): the
+    /// read-modify-write that puts up the owner's mark.
+    fn mark(&self, bits: u64, may: impl Fn(u64) -> bool) -> Option<u64> {
         let mut cur = self.0.load(Relaxed);
-        let prev = loop {
+        loop {
             if !may(cur) {
                 return None;
             }
-            match self
-                .0
-                .compare_exchange_weak(cur, (cur | bits) & !BIASED, AcqRel, Relaxed)
-            {
-                Ok(_) => break cur,
+            match self.0.compare_exchange_weak(cur, cur | bits, AcqRel, Relaxed) {
+                Ok(_) => return Some(cur),
                 Err(now) => cur = now,
             }
-        };
+        }
+    }
+
+    /// The second half: with the mark up (the word was `prev` before it),
+    /// count the visible readers of `slot` and clear the bias.
+    fn count_visible(&self, slot: u32, readers: &Readers, prev: u64) -> u32 {
         if prev & BIASED == 0 {
-            // No reader went visible since the last count (only a
-            // counted reader sets the bias, and only counts clear it).
-            return Some((prev, 0));
+            // No reader went visible since the last count ended (only a
+            // counted reader sets the bias, and only a finished count
+            // clears it).
+            return 0;
         }
         fence(SeqCst);
         let mut counted = 0;
@@ -291,7 +323,8 @@ impl SlotState {
             }
             // Counted before the entry says so: a holder that sees
             // CONVERTED releases a count, which must be there already.
-            self.0.fetch_add(1, Relaxed);
+            let before = self.0.fetch_add(1, Relaxed);
+            debug_assert_ne!(before & READERS, READERS, "reader count overflow");
             match e
                 .0
                 .compare_exchange(slot + 1, (slot + 1) | CONVERTED, AcqRel, Acquire)
@@ -305,24 +338,36 @@ impl SlotState {
                 }
             }
         }
-        Some((prev, counted))
+        // Only now (see above). A reader cannot go visible meanwhile: our
+        // mark (closed or wake) is up until the owner, this thread, drops it.
+        self.0.fetch_and(!BIASED, AcqRel);
+        counted
     }
 
     /// Owner: close the slot if nobody holds it (idempotent). `false` when
     /// it is held, visibly or counted.
     pub(crate) fn try_close(&self, slot: u32, readers: &Readers) -> bool {
-        match self.set_and_count(slot, readers, CLOSED, |w| w & (READERS | WRITER) == 0) {
-            None => false,
-            Some((_, 0)) => true,
-            Some((prev, _)) => {
-                // Visible readers held it: they are counted now, and the
-                // slot goes back to as open as it was.
-                if prev & CLOSED == 0 {
-                    self.0.fetch_and(!CLOSED, Release);
-                }
-                false
-            }
+        let Some(prev) = self.mark(CLOSED, |w| w & (READERS | WRITER) == 0) else {
+            return false;
+        };
+        let counted = self.count_visible(slot, readers, prev);
+        self.closed_unless_held(prev, counted)
+    }
+
+    /// The end of [`try_close`](SlotState::try_close), after the count.
+    fn closed_unless_held(&self, prev: u64, counted: u32) -> bool {
+        // Visible readers held it (if `counted > 0`) and are counted now.
+        // Decide by the count itself, exact once the scan is over: a
+        // converted reader may already have left (and a passing +1 of a
+        // failed conversion may have kept it from seeing itself last).
+        if counted == 0 || holders(self.0.load(Acquire)) == 0 {
+            return true;
         }
+        // Still held: the slot goes back to as open as it was.
+        if prev & CLOSED == 0 {
+            self.0.fetch_and(!CLOSED, Release);
+        }
+        false
     }
 
     /// Owner: close the slot to clients whether or not it is held (gets
@@ -484,6 +529,85 @@ mod tests {
         assert!(s.try_acquire(true));
         assert!(s.try_release_quietly(true, false));
         assert_eq!(s.load() & DIRTY, 0);
+    }
+
+    /// A biased, referenced, open slot held by one visible reader (entry 0
+    /// of record 0).
+    fn held_visibly() -> (SlotState, Readers) {
+        let s = SlotState::new();
+        let r = Readers::new(1);
+        assert_eq!(r.claim(), Some(0));
+        s.open(true);
+        assert!(s.try_acquire(false)); // counted: sets REFERENCED | BIASED
+        assert!(s.try_release_quietly(false, false));
+        let entry = r.record(0).free_entry().unwrap();
+        assert_eq!(s.try_acquire_visible(0, entry), Visible::Held);
+        (s, r)
+    }
+
+    // The interleavings below broke the first version of the protocol (a
+    // review found them; loom's models had passed). Each replays one step
+    // by step through the owner's halves, mark and count.
+
+    /// A fast writer that takes the slot between the owner's mark (a wake,
+    /// which leaves the slot open) and its count still sees the bias, so
+    /// it scans and finds the reader.
+    #[test]
+    fn a_writer_between_the_owners_mark_and_count_still_scans() {
+        let (s, r) = held_visibly();
+        let owner_prev = s.mark(WAKE, |_| true).unwrap();
+        let prev = s.acquire_counted(true).expect("open, no counted readers");
+        assert!(
+            SlotState::visible_readers_beside(prev, 0, &r),
+            "a writer beside a reader"
+        );
+        // The writer backs off; the last counted holder of a woken slot
+        // goes through the owner.
+        assert!(!s.try_release_quietly(true, false));
+        s.let_go(true, false);
+        assert_eq!(s.count_visible(0, &r, owner_prev), 1);
+        assert_eq!(holders(s.load()), 1, "the reader, counted");
+    }
+
+    /// A fast writer that scans after the owner converted the reader's
+    /// entry still finds it.
+    #[test]
+    fn a_writer_scanning_after_a_conversion_sees_the_converted_reader() {
+        let (s, r) = held_visibly();
+        let prev = s.acquire_counted(true).expect("open, no counted readers");
+        s.close_and_wake(0, &r);
+        assert_eq!(holders(s.load()), WRITER | 1, "both, until the writer looks");
+        assert!(
+            SlotState::visible_readers_beside(prev, 0, &r),
+            "a writer beside a reader"
+        );
+    }
+
+    /// A try-close that converted a reader who then left at once closes
+    /// the slot: it decides by the count, not by what it converted.
+    #[test]
+    fn a_try_close_whose_converted_reader_left_closes() {
+        let (s, r) = held_visibly();
+        let prev = s.mark(CLOSED, |w| w & (READERS | WRITER) == 0).unwrap();
+        assert_eq!(s.count_visible(0, &r, prev), 1);
+        assert!(!r.record(0).entries[0].release(0), "converted: a counted release");
+        assert!(s.try_release_quietly(false, false));
+        assert!(s.closed_unless_held(prev, 1));
+        assert_ne!(s.load() & CLOSED, 0);
+        assert_eq!(s.load() & BIASED, 0, "the count ended with the bias cleared");
+    }
+
+    /// A try-close that converted a reader still holding fails, and leaves
+    /// the slot open as it was.
+    #[test]
+    fn a_try_close_with_a_visible_reader_fails_and_reopens() {
+        let (s, r) = held_visibly();
+        assert!(!s.try_close(0, &r));
+        assert_eq!(s.load() & CLOSED, 0);
+        assert_eq!(holders(s.load()), 1);
+        assert!(!r.record(0).entries[0].release(0), "converted");
+        assert!(s.try_release_quietly(false, false));
+        assert!(s.try_close(0, &r));
     }
 
     #[test]
@@ -656,7 +780,9 @@ mod loom_tests {
         let entry = &r.record(0).entries[0];
         match held {
             Visible::Held if entry.release(0) => {}
-            Visible::Held | Visible::Counted => client_release(s, false, false),
+            Visible::Held | Visible::Counted | Visible::CountedBesideWriter => {
+                client_release(s, false, false)
+            }
             Visible::Refused => {}
         }
     }
@@ -752,6 +878,121 @@ mod loom_tests {
             assert!(asked || owner_saw_free, "a visible release slipped past the wake");
             assert_eq!(holders(state.load()), 0);
             assert_eq!(readers.record(0).entries[0].0.load(Relaxed), 0);
+        });
+    }
+
+    // A fast writer and the owner together (found by review, after the
+    // models above had passed).
+
+    /// The owner's wake leaves the slot open while it counts: a fast
+    /// writer that takes it meanwhile must not hold it beside the visible
+    /// reader.
+    #[test]
+    fn a_writer_during_an_armed_wake_never_joins_a_visible_reader() {
+        loom::model(|| {
+            let (state, readers) = (biased_slot(), one_record());
+            let entry = readers.record(0).free_entry().unwrap();
+            assert_eq!(state.try_acquire_visible(0, entry), Visible::Held);
+            let (s, r) = (Arc::clone(&state), Arc::clone(&readers));
+            let writer = thread::spawn(move || match s.acquire_counted(true) {
+                Some(prev) if SlotState::visible_readers_beside(prev, 0, &r) => {
+                    client_release(&s, true, false);
+                    false
+                }
+                Some(_) => true,
+                None => false,
+            });
+            state.wake_on_release(0, &readers);
+            let wrote = writer.join().unwrap();
+            // The visible reader still holds its share here.
+            assert!(!wrote, "a writer beside a visible reader");
+        });
+    }
+
+    /// A fast writer whose scan comes after the owner converted the
+    /// reader's entry must still see the reader.
+    #[test]
+    fn a_writer_scanning_after_a_conversion_never_joins_the_reader() {
+        loom::model(|| {
+            let (state, readers) = (biased_slot(), one_record());
+            let entry = readers.record(0).free_entry().unwrap();
+            assert_eq!(state.try_acquire_visible(0, entry), Visible::Held);
+            let (s, r) = (Arc::clone(&state), Arc::clone(&readers));
+            let writer = thread::spawn(move || match s.acquire_counted(true) {
+                Some(prev) if SlotState::visible_readers_beside(prev, 0, &r) => {
+                    client_release(&s, true, false);
+                    false
+                }
+                Some(_) => true,
+                None => false,
+            });
+            state.close_and_wake(0, &readers);
+            let wrote = writer.join().unwrap();
+            assert!(!wrote, "a writer beside a visible reader");
+        });
+    }
+
+    /// A reader backing off from a fast writer, whose entry the owner
+    /// converts meanwhile, must not keep that counted share beside the
+    /// writer (a close, then the same with a wake).
+    #[test]
+    fn a_reader_converted_while_backing_off_never_joins_a_writer() {
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound = Some(3);
+        b.check(|| {
+            let (state, readers) = (biased_slot(), one_record());
+            let (s, r) = (Arc::clone(&state), Arc::clone(&readers));
+            let reader = thread::spawn(move || {
+                let entry = r.record(0).free_entry().unwrap();
+                s.try_acquire_visible(0, entry)
+            });
+            let (s, r) = (Arc::clone(&state), Arc::clone(&readers));
+            let writer = thread::spawn(move || match s.acquire_counted(true) {
+                Some(prev) if SlotState::visible_readers_beside(prev, 0, &r) => {
+                    client_release(&s, true, false);
+                    false
+                }
+                Some(_) => true,
+                None => false,
+            });
+            state.close_and_wake(0, &readers);
+            let read = reader.join().unwrap();
+            let wrote = writer.join().unwrap();
+            let holds = matches!(read, Visible::Held | Visible::Counted);
+            assert!(!(wrote && holds), "a writer beside a reader: {read:?}");
+        });
+    }
+
+    #[test]
+    fn a_reader_converted_while_backing_off_from_a_wake_never_joins_a_writer() {
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound = Some(3);
+        b.check(|| {
+            let (state, readers) = (biased_slot(), one_record());
+            let (s, r) = (Arc::clone(&state), Arc::clone(&readers));
+            let reader = thread::spawn(move || {
+                let entry = r.record(0).free_entry().unwrap();
+                s.try_acquire_visible(0, entry)
+            });
+            let (s, r) = (Arc::clone(&state), Arc::clone(&readers));
+            let writer = thread::spawn(move || match s.acquire_counted(true) {
+                Some(prev) if SlotState::visible_readers_beside(prev, 0, &r) => {
+                    client_release(&s, true, false);
+                    false
+                }
+                Some(_) => true,
+                None => false,
+            });
+            state.wake_on_release(0, &readers);
+            let read = reader.join().unwrap();
+            let wrote = writer.join().unwrap();
+            let holds = matches!(read, Visible::Held | Visible::Counted);
+            assert!(!(wrote && holds), "a writer beside a reader: {read:?}");
+            if wrote {
+                client_release(&state, true, true);
+            }
+            visible_release(&state, &readers, &read);
+            assert_eq!(holders(state.load()), 0);
         });
     }
 }
