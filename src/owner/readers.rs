@@ -84,10 +84,12 @@ impl Record {
         }
     }
 
-    /// An empty entry, for the claiming thread only.
+    /// An empty entry, for the claiming thread only. Acquire: it may have
+    /// been emptied by a guard dropped on another thread, whose reads must
+    /// come before our next use of the entry is seen.
     #[inline]
     pub(crate) fn free_entry(&self) -> Option<&Entry> {
-        self.entries.iter().find(|e| e.0.load(Relaxed) == 0)
+        self.entries.iter().find(|e| e.0.load(Acquire) == 0)
     }
 }
 

@@ -73,9 +73,11 @@
 //!
 //! Memory ordering: acquires are `Acquire` (they see the block's bytes as
 //! the last releaser or the owner's I/O completion left them); releases,
-//! emptying an entry and reopening are `Release`; the owner's close is
-//! `AcqRel` and its scan `Acquire` (it sees every holder's accesses before
-//! it writes the block back or reuses the slot).
+//! emptying an entry, filling an entry and reopening are `Release`, and
+//! finding a free entry is `Acquire`, so that an entry's every value
+//! carries its past holders' reads; the owner's close is `AcqRel` and its
+//! scan `Acquire` (it sees every holder's accesses before it writes the
+//! block back or reuses the slot).
 
 use super::readers::{Entry, Readers, CONVERTED};
 #[cfg(loom)]
@@ -189,7 +191,9 @@ impl SlotState {
         if !visible_ok(self.0.load(Relaxed)) {
             return Visible::Refused;
         }
-        entry.0.store(slot + 1, Relaxed);
+        // Release: whoever reads this value and finds our old slot free
+        // must see our reads of it (the entry may have named it before).
+        entry.0.store(slot + 1, Release);
         fence(SeqCst);
         // Acquire: the block's bytes as the last writer or the owner's
         // reopening left them.
@@ -993,6 +997,198 @@ mod loom_tests {
             }
             visible_release(&state, &readers, &read);
             assert_eq!(holders(state.load()), 0);
+        });
+    }
+
+    // The block's bytes, modelled as a loom cell: a reader's last read of a
+    // slot must happen before whoever decides from a scan that the reader
+    // is gone (the owner's I/O, a fast writer), also when the entry has
+    // meanwhile been reused for another slot (so filling an entry is a
+    // Release store and finding a free one an Acquire load).
+    #[test]
+    fn a_reused_entry_still_orders_the_last_read_before_the_owners_io() {
+        loom::model(|| {
+            let readers = one_record();
+            let (u, s) = (biased_slot(), biased_slot());
+            let block = Arc::new(loom::cell::UnsafeCell::new(0u64));
+            let (r2, u2, s2, b2) = (
+                Arc::clone(&readers),
+                Arc::clone(&u),
+                Arc::clone(&s),
+                Arc::clone(&block),
+            );
+            let reader = thread::spawn(move || {
+                let e = r2.record(0).free_entry().unwrap();
+                if u2.try_acquire_visible(0, e) == Visible::Held {
+                    b2.with(|p| unsafe { *p }); // reads slot 0's block
+                    if !e.release(0) {
+                        client_release(&u2, false, false);
+                    }
+                }
+                // The same entry, now for slot 1.
+                let e = r2.record(0).free_entry().unwrap();
+                let _ = s2.try_acquire_visible(1, e);
+            });
+            if u.try_close(0, &readers) {
+                // I/O into slot 0's block.
+                block.with_mut(|p| unsafe { *p = 1 });
+            }
+            reader.join().unwrap();
+        });
+    }
+
+    /// The same with a fast writer deciding from its scan.
+    #[test]
+    fn a_reused_entry_still_orders_the_last_read_before_a_writer() {
+        loom::model(|| {
+            let readers = one_record();
+            let (u, s) = (biased_slot(), biased_slot());
+            let block = Arc::new(loom::cell::UnsafeCell::new(0u64));
+            let (r2, u2, s2, b2) = (
+                Arc::clone(&readers),
+                Arc::clone(&u),
+                Arc::clone(&s),
+                Arc::clone(&block),
+            );
+            let reader = thread::spawn(move || {
+                let e = r2.record(0).free_entry().unwrap();
+                if u2.try_acquire_visible(0, e) == Visible::Held {
+                    b2.with(|p| unsafe { *p });
+                    if !e.release(0) {
+                        client_release(&u2, false, false);
+                    }
+                }
+                let e = r2.record(0).free_entry().unwrap();
+                let _ = s2.try_acquire_visible(1, e);
+            });
+            if let Some(prev) = u.acquire_counted(true) {
+                if !SlotState::visible_readers_beside(prev, 0, &readers) {
+                    block.with_mut(|p| unsafe { *p = 1 });
+                }
+            }
+            reader.join().unwrap();
+        });
+    }
+
+    /// A guard moved to another thread and dropped there; its entry is
+    /// then reused by the record's own thread for another slot.
+    #[test]
+    fn an_entry_freed_on_another_thread_then_reused_still_orders_the_read() {
+        loom::model(|| {
+            let readers = one_record();
+            let (u, s) = (biased_slot(), biased_slot());
+            let block = Arc::new(loom::cell::UnsafeCell::new(0u64));
+            let e = readers.record(0).free_entry().unwrap();
+            assert_eq!(u.try_acquire_visible(0, e), Visible::Held);
+            // The guard, moved to another thread.
+            let (r2, u2, b2) = (Arc::clone(&readers), Arc::clone(&u), Arc::clone(&block));
+            let mover = thread::spawn(move || {
+                b2.with(|p| unsafe { *p });
+                if !r2.record(0).entries[0].release(0) {
+                    client_release(&u2, false, false);
+                }
+            });
+            // The record's own thread reads another slot.
+            let (r3, s3) = (Arc::clone(&readers), Arc::clone(&s));
+            let own = thread::spawn(move || {
+                let e = r3.record(0).free_entry().unwrap();
+                let _ = s3.try_acquire_visible(1, e);
+            });
+            if u.try_close(0, &readers) {
+                block.with_mut(|p| unsafe { *p = 1 });
+            }
+            mover.join().unwrap();
+            own.join().unwrap();
+        });
+    }
+
+    /// The entry emptied with a Relaxed store after a conversion (while
+    /// backing off from slot 1) is what the owner's next scan for slot 0
+    /// reads.
+    #[test]
+    fn an_entry_emptied_after_a_conversion_orders_the_read_for_the_owner() {
+        loom::model(|| {
+            let readers = one_record();
+            let (u, s) = (biased_slot(), biased_slot());
+            let block = Arc::new(loom::cell::UnsafeCell::new(0u64));
+            let (r2, u2, s2, b2) = (
+                Arc::clone(&readers),
+                Arc::clone(&u),
+                Arc::clone(&s),
+                Arc::clone(&block),
+            );
+            let reader = thread::spawn(move || {
+                let e = r2.record(0).free_entry().unwrap();
+                if u2.try_acquire_visible(0, e) == Visible::Held {
+                    b2.with(|p| unsafe { *p });
+                    if !e.release(0) {
+                        client_release(&u2, false, false);
+                    }
+                }
+                let e = r2.record(0).free_entry().unwrap();
+                match s2.try_acquire_visible(1, e) {
+                    Visible::Held => {
+                        if !e.release(1) {
+                            client_release(&s2, false, false);
+                        }
+                    }
+                    Visible::Counted | Visible::CountedBesideWriter => client_release(&s2, false, false),
+                    Visible::Refused => {}
+                }
+            });
+            s.close(1, &readers);
+            if u.try_close(0, &readers) {
+                block.with_mut(|p| unsafe { *p = 1 });
+            }
+            reader.join().unwrap();
+        });
+    }
+
+    /// As above, with a fast writer of slot 0 reading the emptied entry.
+    #[test]
+    fn an_entry_emptied_after_a_conversion_orders_the_read_for_a_writer() {
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound = Some(5);
+        b.check(|| {
+            let readers = one_record();
+            let (u, s) = (biased_slot(), biased_slot());
+            let block = Arc::new(loom::cell::UnsafeCell::new(0u64));
+            let (r2, u2, s2, b2) = (
+                Arc::clone(&readers),
+                Arc::clone(&u),
+                Arc::clone(&s),
+                Arc::clone(&block),
+            );
+            let reader = thread::spawn(move || {
+                let e = r2.record(0).free_entry().unwrap();
+                if u2.try_acquire_visible(0, e) == Visible::Held {
+                    b2.with(|p| unsafe { *p });
+                    if !e.release(0) {
+                        client_release(&u2, false, false);
+                    }
+                }
+                let e = r2.record(0).free_entry().unwrap();
+                match s2.try_acquire_visible(1, e) {
+                    Visible::Held => {
+                        if !e.release(1) {
+                            client_release(&s2, false, false);
+                        }
+                    }
+                    Visible::Counted | Visible::CountedBesideWriter => client_release(&s2, false, false),
+                    Visible::Refused => {}
+                }
+            });
+            let (r3, u3, b3) = (Arc::clone(&readers), Arc::clone(&u), Arc::clone(&block));
+            let writer = thread::spawn(move || {
+                if let Some(prev) = u3.acquire_counted(true) {
+                    if !SlotState::visible_readers_beside(prev, 0, &r3) {
+                        b3.with_mut(|p| unsafe { *p = 1 });
+                    }
+                }
+            });
+            s.close(1, &readers);
+            reader.join().unwrap();
+            writer.join().unwrap();
         });
     }
 }
