@@ -13,6 +13,9 @@ pub const MAX_BLOCK_SIZE: usize = 1 << 20;
 pub const DEFAULT_QUEUE_DEPTH: u32 = 64;
 /// Largest per-device I/O depth accepted (io_uring's own limit is 32768).
 pub const MAX_QUEUE_DEPTH: u32 = 4096;
+/// Most blocks a cache can hold: slot numbers (plus one) must fit in 31
+/// bits, the width of a visible reader's entry (`owner::readers`).
+pub const MAX_CAPACITY: usize = (1 << 31) - 1;
 
 /// Which I/O engine the cache uses for its devices.
 ///
@@ -144,11 +147,10 @@ impl Config {
         if self.capacity == 0 {
             return Err(Error::InvalidConfig("capacity must be at least 1 block".into()));
         }
-        if u32::try_from(self.capacity).is_err() {
+        if self.capacity > MAX_CAPACITY {
             return Err(Error::InvalidConfig(format!(
-                "capacity {} blocks exceeds the limit of {} blocks",
-                self.capacity,
-                u32::MAX
+                "capacity {} blocks exceeds the limit of {MAX_CAPACITY} blocks",
+                self.capacity
             )));
         }
         if self

@@ -366,8 +366,8 @@ fn bad_configs_are_invalid() {
         "queue depth above the maximum",
     );
     assert_invalid_config(
-        Cache::new(Config::new(512, u32::MAX as usize + 1)),
-        "capacity > u32::MAX",
+        Cache::new(Config::new(512, blockcache::config::MAX_CAPACITY + 1)),
+        "capacity > MAX_CAPACITY",
     );
     assert_invalid_config(
         Cache::new(Config::new(1 << 20, usize::MAX)),
@@ -438,7 +438,7 @@ fn every_power_of_two_block_size_from_512_to_1mib_works() {
     }
 }
 
-/// A pool that cannot be allocated (4 PiB: more than the address space,
+/// A pool that cannot be allocated (2 PiB: more than the address space,
 /// though the size fits an `isize`) is a config that cannot work: an `Err`
 /// from `Cache::new`, not an abort of the process. Run in a child process,
 /// since an abort would take the whole test binary down.
@@ -447,8 +447,8 @@ fn a_pool_too_large_to_allocate_is_an_error_not_an_abort() {
     const CHILD: &str = "BLOCKCACHE_TEST_HUGE_POOL_CHILD";
     if std::env::var_os(CHILD).is_some() {
         assert_invalid_config(
-            Cache::new(Config::new(1 << 20, u32::MAX as usize).engine(EngineKind::Sync)),
-            "4 PiB pool",
+            Cache::new(Config::new(1 << 20, blockcache::config::MAX_CAPACITY).engine(EngineKind::Sync)),
+            "2 PiB pool",
         );
         // And the process can still make caches.
         let f = patterned_file(2 * BU);

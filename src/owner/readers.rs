@@ -37,8 +37,10 @@ pub(crate) const RECORDS: usize = 64;
 /// Read guards one thread can hold visibly at once, per cache; more are
 /// counted.
 const ENTRIES: usize = 7;
-/// An entry the owner has turned into a counted share.
+/// An entry the owner has turned into a counted share. Above every
+/// `slot + 1` (see `config::MAX_CAPACITY`).
 pub(crate) const CONVERTED: u32 = 1 << 31;
+const _: () = assert!(crate::config::MAX_CAPACITY < CONVERTED as usize);
 
 /// One visible read share: `slot + 1`, that or'd with [`CONVERTED`], or 0.
 pub(crate) struct Entry(pub(crate) AtomicU32);
