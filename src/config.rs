@@ -65,8 +65,9 @@ impl Config {
     /// A cache of `capacity` blocks of `block_size` bytes each.
     ///
     /// `block_size` must be a power of two from 512 to 1 MiB and a multiple
-    /// of the logical block size of every device opened; `capacity` at
-    /// least 1. Nothing is checked until [`Cache::new`](crate::Cache::new).
+    /// of the logical block size of every device opened; `capacity` from
+    /// 1 to [`MAX_CAPACITY`]. Nothing is checked until
+    /// [`Cache::new`](crate::Cache::new).
     pub fn new(block_size: usize, capacity: usize) -> Config {
         Config {
             block_size,
