@@ -397,37 +397,38 @@ impl Core {
     #[inline]
     fn take_resident(&self, dev: DeviceId, block: u64, write: bool) -> Option<Taken> {
         let slot = self.shared.lookup(dev, block)?;
-        let shared = &self.shared.slots[slot as usize];
-        if !write {
-            if let Some(entry) = self.my_free_entry() {
-                match shared.state.try_acquire_visible(slot, entry) {
-                    Visible::Held if shared.key.is(dev.0, block) => {
-                        return Some(Taken {
-                            slot,
-                            entry: Some(NonNull::from(entry)),
-                        });
-                    }
-                    Visible::Held => {
-                        if !entry.release(slot) {
-                            self.release_counted(slot, false);
-                        }
-                        return None;
-                    }
-                    Visible::Counted => return self.keep_if_ours(slot, dev, block, false),
-                    Visible::CountedBesideWriter => {
-                        self.release_counted(slot, false);
-                        return None;
-                    }
-                    Visible::Refused => {}
-                }
+        let state = &self.shared.slots[slot as usize].state;
+        // A reader tries its own record first; `entry` is the share's entry
+        // if it is held visibly, `None` if it is counted in the word.
+        let free = if write { None } else { self.my_free_entry() };
+        let entry = match free.map(|e| (e, state.try_acquire_visible(slot, e))) {
+            Some((e, Visible::Held)) => Some(e),
+            Some((_, Visible::Counted)) => None,
+            Some((_, Visible::CountedBesideWriter)) => {
+                self.release_counted(slot, false);
+                return None;
             }
+            Some((_, Visible::Refused)) | None => {
+                let prev = state.acquire_counted(write)?;
+                if write && SlotState::visible_readers_beside(prev, slot, &self.shared.readers) {
+                    self.release_counted(slot, true);
+                    return None;
+                }
+                None
+            }
+        };
+        // Held (visibly through `entry`, or counted): keep it if the slot
+        // still holds our block, else give it back.
+        if self.shared.slots[slot as usize].key.is(dev.0, block) {
+            return Some(Taken {
+                slot,
+                entry: entry.map(NonNull::from),
+            });
         }
-        let prev = shared.state.acquire_counted(write)?;
-        if write && SlotState::visible_readers_beside(prev, slot, &self.shared.readers) {
-            self.release_counted(slot, true);
-            return None;
+        if !entry.is_some_and(|e| e.release(slot)) {
+            self.release_counted(slot, write);
         }
-        self.keep_if_ours(slot, dev, block, write)
+        None
     }
 
     /// This thread's record's free entry, if it has (or can claim) one.
@@ -435,17 +436,6 @@ impl Core {
     fn my_free_entry(&self) -> Option<&Entry> {
         let record = readers::my_record(&self.shared)?;
         self.shared.readers.record(record).free_entry()
-    }
-
-    /// We hold a counted share of `slot`: keep it if the slot holds our
-    /// block, else give it back.
-    #[inline]
-    fn keep_if_ours(&self, slot: u32, dev: DeviceId, block: u64, write: bool) -> Option<Taken> {
-        if self.shared.slots[slot as usize].key.is(dev.0, block) {
-            return Some(Taken { slot, entry: None });
-        }
-        self.release_counted(slot, write);
-        None
     }
 
     /// Give back a counted share taken by mistake (the block unchanged).
