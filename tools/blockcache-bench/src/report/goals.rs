@@ -3,7 +3,9 @@
 use super::{Row, WorkloadReport};
 use crate::cli::Workload;
 use crate::rig::Idle;
-use crate::workloads::{cache_pf, scaling_label, CACHE_COPY, CACHE_GET, CACHE_VIA_OWNER, UNSHARED_MAP};
+use crate::workloads::{
+    cache_pf, scaling_label, CACHE_COPY, CACHE_GET, CACHE_VIA_OWNER, SHARED_MAP, UNSHARED_MAP,
+};
 use serde::Serialize;
 use std::fmt::Write;
 
@@ -103,7 +105,7 @@ pub fn evaluate(reports: &[WorkloadReport], idle: Option<&Idle>) -> Vec<Goal> {
         .into_iter()
         .filter_map(|t| {
             let cache = find(reports, Workload::Hot, Some(t), CACHE_COPY)?;
-            let map = find(reports, Workload::Hot, Some(t), "map get+copy")?;
+            let map = find(reports, Workload::Hot, Some(t), SHARED_MAP)?;
             Some((t, cache.median.ops_per_sec / map.median.ops_per_sec))
         })
         .collect();

@@ -33,6 +33,9 @@ pub fn scaling_label(what: &str, threads: usize) -> String {
     format!("{what} x{threads}")
 }
 
+/// Label of the shared map baseline's row.
+pub const SHARED_MAP: &str = "map get+copy";
+
 /// Label of the unshared map's rows.
 pub const UNSHARED_MAP: &str = "own map get+copy";
 
@@ -74,7 +77,7 @@ impl Hot {
             let mut what = Vec::new();
             for &b in &plan.baselines {
                 let (label, w) = match b {
-                    Baseline::Map => ("map get+copy", What::SharedMap),
+                    Baseline::Map => (SHARED_MAP, What::SharedMap),
                     Baseline::Direct => ("direct", What::Pread { direct: true }),
                     _ => ("pread", What::Pread { direct: false }),
                 };
@@ -227,16 +230,7 @@ impl Hot {
                 for blk in 0..ws {
                     file.read_exact_at(&mut buf, blk * bs as u64)?; // into the page cache
                 }
-                let timed = run_threads(
-                    threads,
-                    limit,
-                    |_| Ok(AlignedBuf::new(bs)),
-                    |t, mut buf, rec| {
-                        let k = keys(t);
-                        rec.each(|i| Ok(file.read_exact_at(&mut buf, k.at(i) * bs as u64)?))
-                    },
-                )?;
-                Ok(Sample::from_timed(timed))
+                super::pread_keys(&file, bs, threads, limit, keys)
             }
         }
     }

@@ -8,14 +8,18 @@ mod mixed;
 mod random;
 mod scan;
 
-pub use hot::{scaling_label, UNSHARED_MAP};
+pub use hot::{scaling_label, SHARED_MAP, UNSHARED_MAP};
 
 use crate::cli::{Baseline, Plan, Workload};
-use crate::files::TestFile;
+use crate::drive::{run_threads, Limit};
+use crate::files::{AlignedBuf, TestFile};
+use crate::keys::Uniform;
 use crate::measure::{peak_rss, reset_peak_rss, trim_heap};
 use crate::report::{self, Measured, Sample, WorkloadReport};
 use crate::rig::CacheSpec;
 use anyhow::{bail, Result};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 
 /// Label of the cache row that takes a read guard and drops it.
 pub const CACHE_GET: &str = "cache get";
@@ -150,6 +154,28 @@ pub fn spec(plan: &Plan, depth: u32) -> CacheSpec {
         engine: plan.engine.kind(),
         fast_hits: true,
     }
+}
+
+/// Whole-block preads of `file` on `threads` threads, thread `t` reading
+/// the blocks `keys(t)` gives for 0, 1, 2, ... (the pread and O_DIRECT
+/// baselines of the random-read workloads).
+pub fn pread_keys(
+    file: &File,
+    bs: usize,
+    threads: usize,
+    limit: Limit,
+    keys: impl Fn(usize) -> Uniform + Sync,
+) -> Result<Sample> {
+    let timed = run_threads(
+        threads,
+        limit,
+        |_| Ok(AlignedBuf::new(bs)),
+        |t, mut buf, rec| {
+            let k = keys(t);
+            rec.each(|i| Ok(file.read_exact_at(&mut buf, k.at(i) * bs as u64)?))
+        },
+    )?;
+    Ok(Sample::from_timed(timed))
 }
 
 /// The user's file, or a temporary one of the plan's size.

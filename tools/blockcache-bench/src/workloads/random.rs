@@ -9,14 +9,13 @@ use super::{
 };
 use crate::cli::{Baseline, Plan};
 use crate::drive::run_threads;
-use crate::files::{drop_page_cache, open_buffered, open_direct, AlignedBuf, TestFile};
+use crate::files::{drop_page_cache, open_buffered, open_direct, TestFile};
 use crate::keys::{seed, Uniform};
 use crate::report::{Sample, WorkloadReport};
 use crate::rig::Rig;
 use crate::uring::Ring;
 use anyhow::Result;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
 
 pub struct Random {
     plan: Plan,
@@ -172,16 +171,7 @@ impl Runner for Random {
                     drop_page_cache(&f);
                     f
                 };
-                let timed = run_threads(
-                    threads,
-                    limit,
-                    |_| Ok(AlignedBuf::new(bs)),
-                    |t, mut buf, rec| {
-                        let k = keys(t);
-                        rec.each(|i| Ok(file.read_exact_at(&mut buf, k.at(i) * bs as u64)?))
-                    },
-                )?;
-                Ok(Sample::from_timed(timed))
+                super::pread_keys(&file, bs, threads, limit, keys)
             }
         }
     }
