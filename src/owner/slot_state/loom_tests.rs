@@ -152,15 +152,9 @@ fn biased_slot() -> Arc<SlotState> {
     s
 }
 
-/// A client releases a visible share as a guard does: emptying the
-/// entry, or, if the owner converted it, as a counted share.
+/// `visible_release_of` for entry 0 of record 0 and slot 0.
 fn visible_release(s: &SlotState, r: &Readers, held: &Visible) {
-    let entry = &r.record(0).entries[0];
-    match held {
-        Visible::Held if entry.release(0) => {}
-        Visible::Held | Visible::Counted | Visible::CountedBesideWriter => client_release(s, false, false),
-        Visible::Refused => {}
-    }
+    visible_release_of(s, &r.record(0).entries[0], 0, held);
 }
 
 /// A fast writer as `take_resident` is one: take the slot counted,
@@ -365,7 +359,9 @@ fn read_then_reuse(r: &Readers, u: &SlotState, s: &SlotState, b: &Block, let_go:
     }
 }
 
-/// `visible_release` for any entry and slot.
+/// A client releases a share `try_acquire_visible` gave it as a guard
+/// does: emptying the entry, or, if the owner converted it (or it was
+/// counted to begin with), as a counted share.
 fn visible_release_of(s: &SlotState, e: &Entry, slot: u32, held: &Visible) {
     match held {
         Visible::Held if e.release(slot) => {}
