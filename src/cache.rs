@@ -338,15 +338,25 @@ impl Drop for Handle {
 impl Core {
     /// Send a request and wait for its reply, on a reply channel kept per
     /// thread: a hit allocates nothing.
+    ///
+    /// The channel has room for one reply, and it must be empty whenever
+    /// no call is under way on this thread: a reply left in it would be
+    /// taken by the thread's next call, to any cache, and the reply meant
+    /// for that call would find the channel full and be lost. Every
+    /// request carries one [`Replier`], which answers exactly once (sent,
+    /// or `Closed` when dropped), and every call takes exactly one answer,
+    /// including when the request never reached the owner.
     fn call(&self, make: impl FnOnce(Replier) -> Msg) -> Result<Answer, Error> {
         thread_local! {
             static REPLY: (Sender<Response>, Receiver<Response>) = bounded(1);
         }
         let ask = |tx: &Sender<Response>, rx: &Receiver<Response>| {
-            self.tx
-                .send(make(Replier::new(tx.clone())))
-                .map_err(|_| Error::Closed)?;
-            // The Replier answers Closed if the owner drops it unanswered.
+            debug_assert!(rx.is_empty(), "a reply was left unread");
+            let sent = self.tx.send(make(Replier::new(tx.clone())));
+            // Unsent (the owner is gone), the request is dropped with the
+            // error, and its replier answers `Closed` into our channel
+            // before `send` returns: take that answer like any other.
+            drop(sent);
             rx.recv().map_err(|_| Error::Closed)?
         };
         let mut make = Some(ask);
@@ -462,12 +472,19 @@ impl Core {
         self.join_if_stopping(answer);
     }
 
+    /// Join the owner thread if `answer` says it is exiting. `Closed`
+    /// means it has exited, or has panicked and answers as a dead owner
+    /// (`owner::dead`) until the last handle and guard are gone: joining
+    /// it then could wait for a guard this very thread holds.
     fn join_if_stopping(&self, answer: Result<Answer, Error>) {
         match answer {
-            Ok(Answer::Stopping(false)) => return,
-            Ok(Answer::Stopping(true)) | Err(Error::Closed) => {}
+            Ok(Answer::Stopping(true)) => {}
+            Ok(Answer::Stopping(false)) | Err(Error::Closed) => return,
             Ok(other) => unreachable!("owner answered a release or stop with {other:?}"),
-            Err(e) => log::error!("blockcache: stopping: {e}"),
+            Err(e) => {
+                log::error!("blockcache: stopping: {e}");
+                return;
+            }
         }
         if let Some(t) = self.owner_thread.lock().take() {
             if t.join().is_err() {

@@ -8,8 +8,9 @@
 //! Every test runs on every engine from `engines()`.
 
 mod common;
+use blockcache::engine::IoKind;
 use blockcache::{Cache, DeviceId, Error};
-use common::fault::wait_until;
+use common::fault::{fault_cache, wait_until, FaultPlan};
 use common::*;
 use std::any::Any;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
@@ -328,4 +329,125 @@ fn threads_dying_with_guards_under_contention_lose_no_update() {
         assert_eq!(on_disk, THREADS * ROUNDS, "{kind:?}: in the file");
         cache.shutdown().unwrap();
     }
+}
+
+// ---- the owner thread panics ------------------------------------------
+
+/// Error-level log lines of this test binary, for the tests that check
+/// what a panicking owner says.
+static LOGGED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+struct Capture;
+
+impl log::Log for Capture {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        m.level() <= log::Level::Error
+    }
+    fn log(&self, r: &log::Record) {
+        if self.enabled(r.metadata()) {
+            LOGGED
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(r.args().to_string());
+        }
+    }
+    fn flush(&self) {}
+}
+
+fn capture_log() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        log::set_logger(&Capture).expect("no other logger in this binary");
+        log::set_max_level(log::LevelFilter::Error);
+    });
+}
+
+/// Cache A's owner thread panics (its engine panics inside `submit`). From
+/// then on A answers `Closed` to everything, hits included, and releases
+/// its guards; cache B, used from the same thread, answers exactly as if A
+/// had never existed: the right bytes for every block, and no block left
+/// held by a reply that went astray.
+#[test]
+fn an_owner_that_panics_answers_closed_and_leaves_other_caches_alone() {
+    capture_log();
+    for kind in engines() {
+        let plan = FaultPlan::new();
+        let fa = patterned_file(16 * BU);
+        let a = fault_cache(&plan, 8);
+        let da = a.open(fa.path()).unwrap();
+        let held = a.read(da, 1).unwrap(); // a guard from before the panic
+        drop(a.read(da, 2).unwrap()); // block 2 resident: the next get is a hit
+        plan.panic_on(IoKind::Read, 0);
+
+        assert!(
+            matches!(a.read(da, 0), Err(Error::Closed)),
+            "the read that panics"
+        );
+        assert!(matches!(a.flush(), Err(Error::Closed)));
+        assert!(
+            matches!(a.read(da, 2), Err(Error::Closed)),
+            "a hit on a dead cache"
+        );
+        assert!(matches!(a.try_write(da, 2), Err(Error::Closed)));
+        drop(held);
+        a.prefetch(da, 3);
+
+        let fb = patterned_file(16 * BU);
+        let b = cache(kind, BS, 8);
+        let db = b.open(fb.path()).unwrap();
+        for round in 0..4 {
+            for blk in [5, 7, 5, 7] {
+                let g = b.read(db, blk).unwrap();
+                assert_eq!(g.block(), blk);
+                assert!(
+                    g[..] == original(blk)[..],
+                    "{kind:?} round {round}: block {blk} has wrong bytes"
+                );
+            }
+            // The dead cache, from the same thread, between B's calls.
+            assert!(matches!(a.read(da, 4), Err(Error::Closed)));
+            assert!(matches!(a.device_blocks(da), Err(Error::Closed)));
+        }
+        for blk in [5, 7] {
+            let mut w = b.try_write(db, blk).expect("no guard of B is left");
+            w[0] = 0x5a;
+            drop(w);
+            b.invalidate(db, blk).expect("written back and dropped");
+        }
+        assert_eq!(file_bytes(fb.path(), 5 * BU, 1), [0x5a]);
+        assert!(matches!(a.shutdown(), Err(Error::Closed)));
+        b.shutdown().unwrap();
+    }
+    let logged = LOGGED.lock().unwrap().clone();
+    assert!(
+        logged
+            .iter()
+            .any(|l| l.contains("owner thread panicked") && l.contains("boom on Read of block 0")),
+        "the owner's panic is logged with its message: {logged:?}"
+    );
+}
+
+/// Guards of a cache whose owner died are released wherever they are
+/// dropped, and the dead owner's thread lets the last of them go: a guard
+/// dropped on another thread after the last handle returns (it does not
+/// wait for ever on an owner that will not answer).
+#[test]
+fn guards_outliving_a_dead_owner_and_its_handles_are_released() {
+    let plan = FaultPlan::new();
+    let f = patterned_file(16 * BU);
+    let cache = fault_cache(&plan, 8);
+    let dev = cache.open(f.path()).unwrap();
+    let mut w = cache.write(dev, 1).unwrap(); // a clean block: dirtying it asks the owner
+    let r = {
+        drop(cache.read(dev, 2).unwrap());
+        cache.read(dev, 2).unwrap()
+    };
+    plan.panic_on(IoKind::Read, 0);
+    assert!(matches!(cache.read(dev, 0), Err(Error::Closed)));
+    drop(cache); // the last handle, while guards live
+    w[0] = 1;
+    let t = thread::spawn(move || drop(w));
+    t.join().unwrap();
+    assert_eq!(r[..], original(2)[..], "a live guard still reads its block");
+    drop(r);
 }

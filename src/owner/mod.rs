@@ -47,6 +47,7 @@
 //! slots. Hence a held block is never written back or evicted, and a
 //! buffer the kernel is filling is never visible to a guard.
 
+mod dead;
 pub(crate) mod get;
 pub(crate) mod index;
 pub(crate) mod lists;
@@ -424,6 +425,27 @@ impl Owner {
 
     fn run(mut self, tx: Sender<Msg>) {
         INLINE.with(|q| *q.borrow_mut() = Some((tx, VecDeque::new())));
+        // A panic here is a bug (ours, or a custom engine's): the state it
+        // leaves cannot be trusted to make decisions, but clients still
+        // wait for answers and guards still point into the pool. So the
+        // thread stays, answering `Closed` (see `dead`).
+        if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.serve())) {
+            log::error!(
+                "blockcache: the owner thread panicked: {}; the cache answers Closed from now on",
+                dead::panic_message(&*payload)
+            );
+            return self.answer_closed();
+        }
+        self.stop_engines();
+        // No slot has a holder now (`may_exit`): no guard is left to use
+        // what this reference kept alive.
+        // SAFETY: taken once, here, and never used again.
+        let keepalive = unsafe { std::mem::ManuallyDrop::take(&mut self.keepalive) };
+        drop(keepalive);
+    }
+
+    /// The event loop, until `may_exit` lets it end.
+    fn serve(&mut self) {
         while let Ok(msg) = self.rx.recv() {
             self.handle_all(msg);
             // Drain what is already queued before ringing the engines'
@@ -436,12 +458,6 @@ impl Owner {
                 break;
             }
         }
-        self.stop_engines();
-        // No slot has a holder now (`may_exit`): no guard is left to use
-        // what this reference kept alive.
-        // SAFETY: taken once, here, and never used again.
-        let keepalive = unsafe { std::mem::ManuallyDrop::take(&mut self.keepalive) };
-        drop(keepalive);
     }
 
     /// Handle `msg` and every completion an engine delivered inline while

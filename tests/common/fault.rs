@@ -48,6 +48,8 @@ struct Rule {
     errno: Option<i32>,
     /// Keep the operation until `release`.
     hold: bool,
+    /// Panic in `submit`, on the owner thread.
+    panic: bool,
 }
 
 impl Rule {
@@ -109,6 +111,20 @@ impl FaultPlan {
             remaining: times,
             errno,
             hold,
+            panic: false,
+        });
+    }
+
+    /// Panic in `submit` (that is, on the cache's owner thread) at the
+    /// next operation of `kind` on `block`.
+    pub fn panic_on(&self, kind: IoKind, block: u64) {
+        self.state().rules.push(Rule {
+            kind,
+            block: Some(block),
+            remaining: Some(1),
+            errno: None,
+            hold: false,
+            panic: true,
         });
     }
 
@@ -244,10 +260,10 @@ impl Engine for FaultEngine {
             let mut st = self.plan.state();
             st.log.push((req.device(), kind, block));
             st.counts[kind_index(kind)] += 1;
-            let (mut errno, mut hold) = (None, false);
+            let (mut errno, mut hold, mut panic) = (None, false, false);
             if let Some(i) = st.rules.iter().position(|r| r.matches(kind, block)) {
                 let rule = &mut st.rules[i];
-                (errno, hold) = (rule.errno, rule.hold);
+                (errno, hold, panic) = (rule.errno, rule.hold, rule.panic);
                 if let Some(n) = rule.remaining.as_mut() {
                     *n -= 1;
                     if *n == 0 {
@@ -264,6 +280,10 @@ impl Engine for FaultEngine {
                 });
                 self.plan.inner.1.notify_all();
                 return;
+            }
+            if panic {
+                drop(st);
+                panic!("fault engine: boom on {kind:?} of block {block}");
             }
             errno
         };
