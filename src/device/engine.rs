@@ -3,9 +3,8 @@
 //!
 //! Each open device gets one [`Engine`], made by an [`EngineFactory`]. The
 //! owner thread calls [`Engine::submit`] with an [`IoRequest`] that carries
-//! the block's memory as a [`BlockBuf`] token; the engine performs the I/O
-//! and hands the request back, with its result, to the [`Completer`] it was
-//! started with. The built-in engines are io_uring (one ring thread per
+//! the block's memory; the engine performs the I/O and hands the request
+//! back, with its result, to the [`Completer`] it was started with. The built-in engines are io_uring (one ring thread per
 //! device) and sync (pread/pwrite worker threads); a custom factory, given
 //! through [`Config::custom_engine`](crate::Config::custom_engine), lets a
 //! test script or fault the exact I/O the cache issues.
@@ -18,6 +17,43 @@
 //!   durable (fdatasync);
 //! - [`Engine::stop`] returns only when every submitted request has been
 //!   completed and the kernel no longer uses any buffer.
+//!
+//! # Whose memory a request's buffer is
+//!
+//! From `submit` until the engine passes the request to
+//! [`Completer::complete`], the request's block is the engine's alone: no
+//! guard can reach it, and the owner does not touch it. Safe code reaches
+//! the bytes only through [`IoRequest::buffer`] and
+//! [`IoRequest::buffer_mut`], borrowed from the request itself, so the
+//! memory cannot be moved to another request, swapped between two, or kept
+//! after the request is handed back: once the cache has the request again,
+//! guards may read the block.
+//!
+//! An engine that gives the kernel a pointer ([`IoRequest::buffer_raw`])
+//! steps outside what the borrow checker sees, and takes on the one rule
+//! the cache cannot check: the kernel must be done with the memory before
+//! the request is completed or dropped. Using that pointer is `unsafe`,
+//! and that is where an engine argues it.
+//!
+//! Two requests' blocks cannot be exchanged:
+//!
+//! ```compile_fail,E0277
+//! use blockcache::engine::IoRequest;
+//! fn swap(a: &mut IoRequest, b: &mut IoRequest) {
+//!     std::mem::swap(a.buffer_mut().unwrap(), b.buffer_mut().unwrap()); // [u8] is unsized
+//! }
+//! ```
+//!
+//! nor a block kept past its completion:
+//!
+//! ```compile_fail,E0505
+//! use blockcache::engine::{Completer, IoRequest};
+//! fn keep(done: &Completer, mut req: IoRequest) -> &'static mut [u8] {
+//!     let buf: &mut [u8] = req.buffer_mut().unwrap();
+//!     done.complete(req, Ok(())); // moved while borrowed
+//!     buf
+//! }
+//! ```
 //!
 //! ```
 //! use blockcache::engine::{Engine, EngineFactory, Completer, IoRequest};
@@ -47,9 +83,10 @@ use crate::DeviceId;
 use crossbeam_channel::Sender;
 use std::fmt;
 use std::io;
+use std::ptr::NonNull;
 use std::sync::Arc;
 
-pub use crate::owner::pool::BlockBuf;
+pub(crate) use crate::owner::pool::BlockBuf;
 
 /// What an I/O does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -63,7 +100,8 @@ pub enum IoKind {
 }
 
 /// One I/O from the owner thread to an engine. Hand it back through
-/// [`Completer::complete`] when done; until then it owns its block's memory.
+/// [`Completer::complete`] when done; until then its block's memory is the
+/// engine's (module docs).
 pub struct IoRequest {
     pub(crate) tag: u64,
     pub(crate) dev: DeviceId,
@@ -104,10 +142,17 @@ impl IoRequest {
         self.buf.as_mut().map(|b| b.as_mut_slice())
     }
 
-    /// The buffer token itself, for engines that pass raw pointers to the
-    /// kernel (see [`BlockBuf::as_mut_ptr`]).
-    pub fn buf_mut(&mut self) -> Option<&mut BlockBuf> {
-        self.buf.as_mut()
+    /// The block's memory as a pointer and length, for an engine that
+    /// hands it to the kernel (io_uring, AIO). `None` for fsync.
+    ///
+    /// The memory stays valid, and the engine's alone, until the request
+    /// is passed to [`Completer::complete`] or dropped; the engine must
+    /// not do either while the kernel may still read or write through the
+    /// pointer (module docs).
+    pub fn buffer_raw(&mut self) -> Option<NonNull<[u8]>> {
+        let buf = self.buf.as_mut()?;
+        let ptr = NonNull::new(buf.as_mut_ptr()).expect("pool memory is non-null");
+        Some(NonNull::slice_from_raw_parts(ptr, buf.len()))
     }
 }
 
@@ -144,6 +189,12 @@ impl Completer {
 }
 
 /// The I/O engine of one device. Owned and called by the owner thread only.
+///
+/// Each request's block is the engine's from `submit` until it hands the
+/// request to [`Completer::complete`], and must not be used after; an
+/// engine that passes [`IoRequest::buffer_raw`] to the kernel completes
+/// the request only once the kernel is done with it (see "Whose memory a
+/// request's buffer is" in the [module docs](self)).
 pub trait Engine: Send {
     /// Take `req`. Must not block on the device: queue what cannot start.
     /// An engine may wait for the next [`unplug`](Engine::unplug) before

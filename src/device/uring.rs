@@ -4,11 +4,11 @@
 //! rings a doorbell (an eventfd). The ring thread keeps a read of that
 //! eventfd armed in the ring, so a single `io_uring_enter` wait wakes on
 //! either an I/O completion or new work: it never spins while idle (foyer
-//! #1311). Each request's [`BlockBuf`](super::engine::BlockBuf) stays in the
-//! thread's in-flight table until the kernel has posted its CQE, on every
-//! exit path including a panic (foyer #1286).
+//! #1311). Each request, and so its block's memory, stays in the thread's
+//! in-flight table until the kernel has posted its CQE, on every exit path
+//! including a panic (foyer #1286).
 
-use super::engine::{BlockBuf, Completer, Engine, EngineFactory, IoKind, IoRequest};
+use super::engine::{Completer, Engine, EngineFactory, IoKind, IoRequest};
 use super::sync::{ends_at_eof, fail, fail_all, no_buffer, short_transfer};
 use super::DeviceFile;
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
@@ -316,11 +316,11 @@ impl Ring {
         let fd = types::Fd(self.device.fd());
         let f = &mut self.inflight[key];
         let offset = f.req.offset + f.done as u64;
-        let entry = match (f.req.kind, f.req.buf.as_mut()) {
+        let entry = match (f.req.kind, f.req.buffer_raw()) {
             (IoKind::Fsync, _) => opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build(),
             (kind, Some(buf)) => {
                 // done < len, so this stays inside the block.
-                let ptr = buf.as_mut_ptr().wrapping_add(f.done);
+                let ptr = buf.as_ptr().cast::<u8>().wrapping_add(f.done);
                 // Blocks are at most MAX_BLOCK_SIZE (1 MiB): this fits.
                 let len = (buf.len() - f.done) as u32;
                 match kind {
@@ -330,12 +330,12 @@ impl Ring {
             }
             (_, None) => unreachable!("start() refuses reads and writes without a buffer"),
         };
-        // SAFETY: the SQE points into the BlockBuf of `inflight[key]`, valid
-        // until the request is dropped or handed back. It is neither before
-        // its CQE is reaped: `finish` removes entries only for a reaped CQE,
-        // and `Drop for Ring` waits for every outstanding CQE (or leaks the
-        // table if it cannot). The slab may move the BlockBuf token, never
-        // the pool memory it points at.
+        // SAFETY: the SQE points into the block of `inflight[key]`'s request,
+        // valid until the request is dropped or handed back (`buffer_raw`).
+        // It is neither before its CQE is reaped: `finish` removes entries
+        // only for a reaped CQE, and `Drop for Ring` waits for every
+        // outstanding CQE (or leaks the table if it cannot). The slab may
+        // move the request, never the pool memory it points at.
         match unsafe { self.push(&entry.user_data(key as u64)) } {
             Ok(()) => self.in_kernel += 1,
             Err(e) => {
@@ -412,7 +412,7 @@ impl Ring {
             return;
         };
         let (kind, offset) = (f.req.kind, f.req.offset);
-        let len = f.req.buf.as_ref().map_or(0, BlockBuf::len);
+        let len = f.req.buffer().map_or(0, <[u8]>::len);
         let result = if res < 0 {
             let transient = res == -libc::EINTR || res == -libc::EAGAIN;
             if live && transient && f.retries < MAX_RETRIES {

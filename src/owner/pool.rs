@@ -83,7 +83,7 @@ impl Drop for Pool {
 /// [`as_slice`](BlockBuf::as_slice) and [`as_mut_slice`](BlockBuf::as_mut_slice)
 /// sound; the `Arc<Pool>` inside keeps the memory alive even if an engine
 /// holds the token past the cache's shutdown.
-pub struct BlockBuf {
+pub(crate) struct BlockBuf {
     /// Never read: held so the memory outlives the token.
     _pool: Arc<Pool>,
     ptr: NonNull<u8>,
@@ -106,14 +106,14 @@ impl BlockBuf {
     }
 
     /// The block's bytes (what a write sends).
-    pub fn as_slice(&self) -> &[u8] {
+    pub(crate) fn as_slice(&self) -> &[u8] {
         // SAFETY: ptr..ptr+len is one block of a live pool (we hold an Arc)
         // and this token is its only accessor (owner invariant).
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 
     /// The block's bytes, to be filled by a read.
-    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
         // SAFETY: as in as_slice, and &mut self makes this the only borrow.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
     }
@@ -121,13 +121,13 @@ impl BlockBuf {
     /// Raw pointer for kernel I/O (io_uring). The memory stays valid while
     /// this token lives; the kernel must be done with it before the token
     /// is dropped or returned.
-    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+    pub(crate) fn as_mut_ptr(&mut self) -> *mut u8 {
         self.ptr.as_ptr()
     }
 
     /// Bytes in the block.
     #[allow(clippy::len_without_is_empty)]
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.len
     }
 }
