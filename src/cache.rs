@@ -561,13 +561,22 @@ mod tests {
         (cache, dev, f)
     }
 
-    /// A miss is granted by the owner (counted); the first hit after it is
-    /// counted too and biases the slot; from then on hits are visible.
+    /// A miss is granted by whoever completes its read (counted). A get
+    /// that comes before the owner has handled that completion waits for
+    /// it and is granted by the owner (counted); the first hit in the
+    /// client thread is counted too and biases the slot; from then on hits
+    /// are visible.
     #[test]
     fn repeated_hits_become_visible_reads() {
         let (cache, dev, _f) = sync_cache_with_file(8);
         assert!(!cache.read(dev, 1).unwrap().is_visible(), "a miss");
-        assert!(!cache.read(dev, 1).unwrap().is_visible(), "the hit that biases");
+        let counted = (0..3)
+            .take_while(|_| !cache.read(dev, 1).unwrap().is_visible())
+            .count();
+        assert!(
+            (1..=2).contains(&counted),
+            "{counted} counted hits before a visible one"
+        );
         let g = cache.read(dev, 1).unwrap();
         assert!(g.is_visible());
         // Held visibly, the block is held: no writer, no invalidation.
@@ -583,9 +592,12 @@ mod tests {
     #[test]
     fn guards_beyond_the_record_are_counted() {
         let (cache, dev, _f) = sync_cache_with_file(32);
+        // A miss, then gets until one in the client thread has biased the
+        // slot (see `repeated_hits_become_visible_reads`).
         for b in 0..20 {
-            drop(cache.read(dev, b).unwrap());
-            drop(cache.read(dev, b).unwrap());
+            for _ in 0..3 {
+                drop(cache.read(dev, b).unwrap());
+            }
         }
         let guards: Vec<ReadGuard> = (0..20).map(|b| cache.read(dev, b).unwrap()).collect();
         let visible = guards.iter().filter(|g| g.is_visible()).count();
@@ -598,7 +610,7 @@ mod tests {
             drop(cache.try_write(dev, b).unwrap());
         }
         let s = cache.stats();
-        assert_eq!(s.read_hits + s.read_misses, 60);
+        assert_eq!(s.read_hits + s.read_misses, 80);
     }
 
     /// The owner counts visible readers before it closes a slot: a flush

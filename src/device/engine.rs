@@ -78,7 +78,7 @@
 //! ```
 
 use crate::device::DeviceFile;
-use crate::owner::Msg;
+use crate::owner::{Answer, Msg, Replier, Shared};
 use crate::DeviceId;
 use crossbeam_channel::Sender;
 use std::fmt;
@@ -109,6 +109,27 @@ pub struct IoRequest {
     pub(crate) block: u64,
     pub(crate) offset: u64,
     pub(crate) buf: Option<BlockBuf>,
+    /// A read's first waiter, handed the block by whoever completes the
+    /// read (see [`Completer::complete`]).
+    pub(crate) grant: Option<Grant>,
+}
+
+/// The get that caused a read, waiting for its block. On success the
+/// completing thread grants it the slot and answers it itself, right after
+/// sending the completion to the owner: the block reaches its reader in one
+/// hand-off, not two, and the owner handles the completion off the
+/// reader's path. On failure it goes back to the owner with the request,
+/// which answers it with the error.
+///
+/// Granting here is sound because the owner keeps a slot closed while its
+/// read is in flight and changes no holder count of a `Reading` slot: this
+/// grant is the only change to the word's holders until the owner handles
+/// the completion, which it does knowing the grant was made.
+pub(crate) struct Grant {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) slot: u32,
+    pub(crate) write: bool,
+    pub(crate) reply: Replier,
 }
 
 impl IoRequest {
@@ -183,8 +204,22 @@ impl Completer {
 
     /// Report `req` done. A read must have filled the whole buffer and a
     /// write sent all of it for `Ok`.
-    pub fn complete(&self, req: IoRequest, result: io::Result<()>) {
+    ///
+    /// A successful read's block goes to the get waiting for it from here,
+    /// on the completing thread; the owner then hears of the completion.
+    pub fn complete(&self, mut req: IoRequest, result: io::Result<()>) {
+        let grant = req.grant.take_if(|_| result.is_ok());
+        if let Some(g) = &grant {
+            g.shared.slots[g.slot as usize].state.grant(g.write);
+        }
         crate::owner::deliver(&self.tx, Msg::Completed(req, result.map_err(|e| (&e).into())));
+        // Answered only after the completion is on its way to the owner:
+        // whatever the client asks the owner next is queued behind it, so
+        // the owner never sees a request that follows from a block it has
+        // not yet seen arrive (a close right after the guard's drop, say).
+        if let Some(g) = grant {
+            g.reply.send(Ok(Answer::Slot(g.slot)));
+        }
     }
 }
 

@@ -271,6 +271,7 @@ pub(super) mod conformance {
             block,
             offset: block * BS as u64,
             buf,
+            grant: None,
         }
     }
 

@@ -119,8 +119,7 @@ impl Owner {
             self.lists.move_to(slot, List::Clean);
             self.get_resident(slot, w);
         } else {
-            self.issue_read(slot);
-            self.push_waiter(QueueId::Block(slot), w);
+            self.issue_read(slot, Some(w));
         }
     }
 
@@ -398,7 +397,7 @@ impl Owner {
             return;
         };
         self.assign(slot, dev, block);
-        self.issue_read(slot);
+        self.issue_read(slot, None);
         bump(&self.counters.prefetches);
     }
 }

@@ -56,6 +56,7 @@ pub(crate) mod pool;
 pub(crate) mod readers;
 pub(crate) mod slot_state;
 
+use crate::device::engine::Grant;
 use crate::device::DeviceFile;
 use crate::engine::{Engine, IoKind, IoRequest};
 use crate::error::{Error, IoFailure};
@@ -197,6 +198,9 @@ pub(crate) struct Slot {
     pub(crate) waiters: WaitQueue,
     /// Why the last writeback failed (the slot is on `Errored`).
     pub(crate) error: Option<IoFailure>,
+    /// The read in flight carries the get that caused it (`Grant`): the
+    /// block is awaited though no waiter is queued on the slot.
+    pub(crate) read_awaited: bool,
 }
 
 /// One slot's client-visible part, on a cache line of its own so that
@@ -406,6 +410,7 @@ impl Owner {
                     state: State::Free,
                     waiters: WaitQueue::default(),
                     error: None,
+                    read_awaited: false,
                 })
                 .collect(),
             lists: Lists::new(capacity),
@@ -579,10 +584,23 @@ impl Owner {
     // ---- I/O submission -------------------------------------------------
 
     /// Start reading `slot`'s block. The slot leaves every list a guard can
-    /// be taken from until the completion arrives.
-    pub(crate) fn issue_read(&mut self, slot: u32) {
-        self.issue(slot, IoKind::Read);
-        self.slots[slot as usize].state = State::Reading;
+    /// be taken from until the completion arrives. `waiter`, the get that
+    /// needs the block (none for a prefetch), is handed it by the thread
+    /// that completes the read (see `engine::Grant`).
+    pub(crate) fn issue_read(&mut self, slot: u32, waiter: Option<Waiter>) {
+        let grant = waiter.map(|w| {
+            debug_assert_ne!(w.mode, Mode::Zeroed, "a zeroed get never reads");
+            Grant {
+                shared: Arc::clone(&self.shared),
+                slot,
+                write: w.mode == Mode::Write,
+                reply: w.reply,
+            }
+        });
+        let s = &mut self.slots[slot as usize];
+        s.state = State::Reading;
+        s.read_awaited = grant.is_some();
+        self.issue(slot, IoKind::Read, grant);
         bump(&self.counters.reads_issued);
     }
 
@@ -596,13 +614,13 @@ impl Owner {
         debug_assert!(word & CLOSED != 0 && holders(word) == 0 && word & DIRTY != 0);
         debug_assert_eq!(self.slots[slot as usize].state, State::Resident);
         st.set(DIRTY, false);
-        self.issue(slot, IoKind::Write);
         self.slots[slot as usize].state = State::Writing;
+        self.issue(slot, IoKind::Write, None);
         self.writes_in_flight += 1;
         bump(&self.counters.writes_issued);
     }
 
-    fn issue(&mut self, slot: u32, kind: IoKind) {
+    fn issue(&mut self, slot: u32, kind: IoKind, grant: Option<Grant>) {
         let (dev, block) = self.slots[slot as usize].key;
         self.lists.move_to(slot, List::IoPending);
         let bs = self.pool.block_size() as u64;
@@ -615,6 +633,7 @@ impl Owner {
             // in bytes fits a u64.
             offset: block * bs,
             buf: Some(BlockBuf::new(&self.pool, slot)),
+            grant,
         };
         let d = self
             .devices
@@ -639,6 +658,7 @@ impl Owner {
             block: 0,
             offset: 0,
             buf: None,
+            grant: None,
         });
     }
 

@@ -61,7 +61,7 @@ impl Op {
 }
 
 impl Owner {
-    pub(super) fn completed(&mut self, req: IoRequest, result: Result<(), IoFailure>) {
+    pub(super) fn completed(&mut self, mut req: IoRequest, result: Result<(), IoFailure>) {
         if let Some(d) = self.devices.get_mut(&req.dev) {
             d.in_flight -= 1;
         }
@@ -87,7 +87,14 @@ impl Owner {
                 }
                 return;
             }
-            IoKind::Read => self.read_done(req.tag as u32, result.as_ref().err()),
+            IoKind::Read => {
+                // On failure the get that caused the read is still ours to
+                // answer (on success it has its block already).
+                if let (Some(grant), Err(e)) = (req.grant.take(), &result) {
+                    grant.reply.send(Err(e.clone().into()));
+                }
+                self.read_done(req.tag as u32, result.as_ref().err())
+            }
             IoKind::Write => self.write_done(req.tag as u32, req.dev, result.as_ref().err()),
         }
         // Dropping `req` releases the buffer token: the slot is ours again.
@@ -96,11 +103,15 @@ impl Owner {
 
     fn read_done(&mut self, slot: u32, err: Option<&IoFailure>) {
         debug_assert_eq!(self.slots[slot as usize].state, State::Reading);
+        self.slots[slot as usize].read_awaited = false;
         match err {
             None => {
+                // The get that caused the read may hold the block already,
+                // and may even have dirtied and released it: its release
+                // found the slot still `Reading` and left the lists to us.
                 self.slots[slot as usize].state = State::Resident;
-                self.lists.move_to(slot, super::lists::List::Clean);
-                self.serve_block(slot);
+                self.lists.move_to(slot, List::Clean);
+                self.released(slot);
             }
             Some(e) => {
                 // Every waiter hears the error; nothing stays cached, so a
@@ -474,6 +485,9 @@ impl Owner {
             return false;
         }
         let slots = self.device_slots(dev);
+        if slots.iter().any(|&s| self.slots[s as usize].read_awaited) {
+            return false;
+        }
         let resident = |o: &Owner, s: u32| o.slots[s as usize].state == State::Resident;
         for (i, &slot) in slots.iter().enumerate() {
             if resident(self, slot) && !self.shared.try_close(slot) {
