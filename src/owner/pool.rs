@@ -33,8 +33,11 @@ impl Pool {
     /// cannot be had (the caller has checked the product fits a `usize`).
     pub(crate) fn new(block_size: usize, capacity: usize) -> Result<Arc<Pool>, Error> {
         let bytes = block_size * capacity;
-        let layout = Layout::from_size_align(bytes, ALIGN)
-            .map_err(|e| Error::InvalidConfig(format!("a pool of {bytes} bytes cannot be laid out: {e}")))?;
+        let layout = Layout::from_size_align(bytes, ALIGN).map_err(|e| {
+            Error::InvalidConfig(format!(
+                "a pool of {capacity} blocks of {block_size} bytes ({bytes} bytes) cannot be laid out: {e}"
+            ))
+        })?;
         // SAFETY: layout has a non-zero size (block_size ≥ 512, capacity ≥ 1).
         let base = unsafe { alloc::alloc_zeroed(layout) };
         let base = NonNull::new(base).ok_or_else(|| {
