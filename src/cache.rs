@@ -87,16 +87,18 @@ impl Taken {
 impl Cache {
     /// Validate `config`, allocate the pool and start the owner thread.
     ///
-    /// Errors: [`Error::InvalidConfig`] for a config that cannot work;
-    /// [`Error::Io`] when `EngineKind::Uring` was asked for and io_uring
-    /// cannot be set up, or a thread cannot be started.
+    /// Errors: [`Error::InvalidConfig`] for a config that cannot work,
+    /// among them a capacity whose pool or per-block tables cannot be
+    /// allocated (the message names the sizes); [`Error::Io`] when
+    /// `EngineKind::Uring` was asked for and io_uring cannot be set up, or
+    /// a thread cannot be started.
     pub fn new(config: Config) -> Result<Cache, Error> {
         config.validate()?;
         let factory = choose_engine(&config)?;
         let pool = Pool::new(config.block_size, config.capacity)?;
         let counters = Arc::new(Counters::default());
         let (tx, rx) = bounded(OWNER_CHANNEL);
-        let shared = Shared::new(config.capacity);
+        let shared = Shared::new(config.capacity)?;
         let core = Arc::new(Core {
             tx: tx.clone(),
             pool: Arc::clone(&pool),

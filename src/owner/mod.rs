@@ -55,6 +55,7 @@ pub(crate) mod ops;
 pub(crate) mod pool;
 pub(crate) mod readers;
 pub(crate) mod slot_state;
+pub(crate) mod table;
 
 use crate::device::engine::Grant;
 use crate::device::DeviceFile;
@@ -222,17 +223,20 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(capacity: usize) -> Arc<Shared> {
-        Arc::new(Shared {
-            index: Index::new(capacity),
-            readers: Readers::new(readers::RECORDS),
-            slots: (0..capacity)
-                .map(|_| SharedSlot {
-                    state: SlotState::new(),
-                    key: SlotKey::new(),
-                })
-                .collect(),
+    /// `InvalidConfig` when the index or the slot words of `capacity`
+    /// blocks cannot be allocated.
+    pub(crate) fn new(capacity: usize) -> Result<Arc<Shared>, Error> {
+        let index = Index::new(capacity).map_err(|t| t.for_capacity(capacity))?;
+        let slots = table::filled("the slots' shared words", capacity, |_| SharedSlot {
+            state: SlotState::new(),
+            key: SlotKey::new(),
         })
+        .map_err(|t| t.for_capacity(capacity))?;
+        Ok(Arc::new(Shared {
+            index,
+            readers: Readers::new(readers::RECORDS),
+            slots: slots.into_boxed_slice(),
+        }))
     }
 
     /// The slot holding `(dev, block)`: exact on the owner thread, a hint
