@@ -502,6 +502,118 @@ fn a_pool_too_large_to_allocate_is_an_error_not_an_abort() {
     still_works(&cache, dev, f.path(), 1, "after a huge pool");
 }
 
+// ---- allocations that do not fit an address-space limit -------------------
+
+const MIB: u64 = 1 << 20;
+
+/// The address space this process has mapped (VmSize), in bytes.
+fn address_space_in_use() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmSize:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .expect("VmSize in /proc/self/status");
+    kib * 1024
+}
+
+fn rlimit_as() -> libc::rlimit {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes only the rlimit it is given, which lives
+    // for the call.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut lim) }, 0);
+    lim
+}
+
+fn set_rlimit_as(lim: libc::rlimit) {
+    // SAFETY: setrlimit only reads the rlimit it is given.
+    let r = unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) };
+    assert_eq!(r, 0, "setrlimit: {}", std::io::Error::last_os_error());
+}
+
+/// Limit this process's address space (RLIMIT_AS) to what it maps now
+/// plus `headroom` bytes, until the returned guard is dropped. Only the
+/// soft limit is lowered, so it can be raised again. The limit is on
+/// address space, not memory in use: it does not depend on what else runs
+/// on the machine, and untouched mappings (a zeroed pool) cost no memory.
+#[must_use]
+fn limit_address_space(headroom: u64) -> impl Drop {
+    struct Lift(libc::rlimit);
+    impl Drop for Lift {
+        fn drop(&mut self) {
+            set_rlimit_as(self.0);
+        }
+    }
+    let old = rlimit_as();
+    let in_use = address_space_in_use();
+    set_rlimit_as(libc::rlimit {
+        rlim_cur: in_use + headroom,
+        rlim_max: old.rlim_max,
+    });
+    Lift(old)
+}
+
+/// The tables a cache keeps per block (its index, each slot's shared word
+/// and the owner's own slot records and lists) are allocated fallibly:
+/// when the pool fits the address space but a table does not, `Cache::new`
+/// is `Err(InvalidConfig)` naming the capacity, whether the table is one
+/// clients share or one of the owner thread's. Each limit runs in its own
+/// child. The pool (256 MiB) always fits; the tables of 2^19 blocks are
+/// MiBs each (the index 8 MiB, the slot words 32 MiB, the owner's records
+/// more), so every limit below falls well inside one table's allocation.
+#[test]
+fn per_block_tables_that_do_not_fit_are_an_error_not_an_abort() {
+    const CHILD: &str = "BLOCKCACHE_TEST_TABLE_HEADROOM_MIB";
+    const NAME: &str = "per_block_tables_that_do_not_fit_are_an_error_not_an_abort";
+    const BLOCK: usize = 512;
+    const CAPACITY: usize = 1 << 19;
+    const POOL: u64 = (BLOCK * CAPACITY) as u64;
+    let Some(headroom) = std::env::var_os(CHILD) else {
+        // Past the pool: 4 MiB is short of the index; 24 MiB holds the
+        // index but not the slot words; 56 MiB holds what clients share
+        // (40 MiB) but not the owner's records. 1 GiB holds everything.
+        for mib in ["4", "24", "56", "1024"] {
+            passes_in_a_child(NAME, CHILD, mib);
+        }
+        return;
+    };
+    let headroom: u64 = headroom.to_str().unwrap().parse().unwrap();
+    let config = Config::new(BLOCK, CAPACITY).engine(EngineKind::Sync);
+    let limit = limit_address_space(POOL + headroom * MIB);
+    let r = Cache::new(config);
+    drop(limit);
+    let what = format!("{CAPACITY} blocks of {BLOCK} bytes, {headroom} MiB past the pool");
+    // The table each limit is short of, as the message names it.
+    let table = match headroom {
+        4 => "index",
+        24 => "shared",
+        _ => "owner",
+    };
+    match r {
+        Err(Error::InvalidConfig(m)) if headroom < 1024 => {
+            println!("{what}: {m}");
+            assert!(m.contains(&format!("{CAPACITY} blocks")), "{what}: {m}");
+            assert!(m.contains(table), "{what}: want the {table} table: {m}");
+        }
+        Ok(cache) if headroom >= 1024 => {
+            let f = patterned_file(4 * BLOCK as u64);
+            let dev = cache.open(f.path()).unwrap();
+            let g = cache.read(dev, 3).unwrap();
+            assert_same(&g, &file_bytes(f.path(), 3 * BLOCK as u64, BLOCK), &what);
+        }
+        other => panic!("{what}: {other:?}"),
+    }
+    // The process can still make caches.
+    let f = patterned_file(2 * BU);
+    let cache = cache(EngineKind::Sync, B, 1);
+    let dev = cache.open(f.path()).unwrap();
+    still_works(&cache, dev, f.path(), 1, &what);
+}
+
 /// The first CPU this process may run on (from /proc/self/status).
 fn an_allowed_cpu() -> usize {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();

@@ -17,6 +17,8 @@
 //! The lists are intrusive (links live in two arrays indexed by slot), so
 //! moving a slot between lists is O(1) and never allocates.
 
+use super::table::{self, TooLarge};
+
 /// Which list a slot is on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum List {
@@ -41,11 +43,12 @@ pub(crate) struct Lists {
 
 impl Lists {
     /// `capacity` slots, all on `Free` in slot order.
-    pub(crate) fn new(capacity: u32) -> Lists {
+    pub(crate) fn new(capacity: u32) -> Result<Lists, TooLarge> {
+        let n = capacity as usize;
         let mut l = Lists {
-            prev: vec![NIL; capacity as usize],
-            next: vec![NIL; capacity as usize],
-            on: vec![List::Free; capacity as usize],
+            prev: table::filled("the lists' back links", n, |_| NIL)?,
+            next: table::filled("the lists' forward links", n, |_| NIL)?,
+            on: table::filled("the lists' membership", n, |_| List::Free)?,
             head: [NIL; LISTS],
             tail: [NIL; LISTS],
             len: [0; LISTS],
@@ -53,7 +56,7 @@ impl Lists {
         for slot in 0..capacity {
             l.link_tail(List::Free, slot);
         }
-        l
+        Ok(l)
     }
 
     pub(crate) fn list_of(&self, slot: u32) -> List {
@@ -131,7 +134,7 @@ mod tests {
 
     #[test]
     fn moves_keep_order_and_counts() {
-        let mut l = Lists::new(5);
+        let mut l = Lists::new(5).unwrap();
         assert_eq!(l.collect(List::Free), vec![0, 1, 2, 3, 4]);
         l.move_to(2, List::Dirty);
         l.move_to(0, List::Dirty);

@@ -371,7 +371,6 @@ pub(crate) fn deliver(tx: &Sender<Msg>, msg: Msg) {
     }
 }
 
-/// Start the owner thread. Returns its join handle.
 /// What the owner thread starts from.
 pub(crate) struct Start {
     pub(crate) tx: Sender<Msg>,
@@ -386,8 +385,24 @@ pub(crate) struct Start {
 }
 
 /// Start the owner thread. Returns its join handle.
-pub(crate) fn spawn(start: Start) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new()
+///
+/// The owner's per-slot records and lists are allocated here, before the
+/// thread starts: a capacity they do not fit is `InvalidConfig` for
+/// `Cache::new` to return, not an abort on the owner thread.
+pub(crate) fn spawn(start: Start) -> Result<std::thread::JoinHandle<()>, Error> {
+    let capacity = start.pool.capacity();
+    let blank = (DeviceId(0), 0);
+    let slots = table::filled("the owner's slot records", capacity, |_| Slot {
+        key: blank,
+        state: State::Free,
+        waiters: WaitQueue::default(),
+        error: None,
+        read_awaited: false,
+    })
+    .map_err(|t| t.for_capacity(capacity))?;
+    // Cannot truncate: the capacity is at most `MAX_CAPACITY` (validated).
+    let lists = Lists::new(capacity as u32).map_err(|t| t.for_capacity(capacity))?;
+    let thread = std::thread::Builder::new()
         .name("blockcache-owner".into())
         .spawn(move || {
             if let Some(id) = start.cpu {
@@ -396,28 +411,20 @@ pub(crate) fn spawn(start: Start) -> std::io::Result<std::thread::JoinHandle<()>
                 }
             }
             let tx = start.tx.clone();
-            Owner::new(start).run(tx);
-        })
+            Owner::new(start, slots, lists).run(tx);
+        })?;
+    Ok(thread)
 }
 
 impl Owner {
-    fn new(start: Start) -> Owner {
-        let capacity = start.pool.capacity() as u32;
-        let blank = (DeviceId(0), 0);
+    /// `slots` and `lists` have one entry per slot of `start.pool`.
+    fn new(start: Start, slots: Vec<Slot>, lists: Lists) -> Owner {
         Owner {
             rx: start.rx,
             counters: start.counters,
             depth: start.depth,
-            slots: (0..capacity)
-                .map(|_| Slot {
-                    key: blank,
-                    state: State::Free,
-                    waiters: WaitQueue::default(),
-                    error: None,
-                    read_awaited: false,
-                })
-                .collect(),
-            lists: Lists::new(capacity),
+            slots,
+            lists,
             shared: start.shared,
             waiters: Slab::with_capacity(64),
             slot_queue: WaitQueue::default(),
