@@ -3,7 +3,9 @@
 //! Whole blocks inside a written range are taken with `zeroed` (never read
 //! from the device); a partial block at either edge is read, modified and
 //! marked dirty. The range is checked against the device size first, so an
-//! out-of-range call changes nothing.
+//! out-of-range call changes nothing. The range is then walked one block at
+//! a time, never laid out in memory: its length costs no memory, however
+//! large.
 
 use crate::{Cache, DeviceId, Error};
 
@@ -15,6 +17,42 @@ struct Piece {
     end: usize,
     /// Where this piece starts within the caller's buffer.
     at: usize,
+}
+
+/// The pieces of `offset..end`, first block first, made as they are taken.
+struct Pieces {
+    block_size: u64,
+    /// The range's first byte.
+    offset: u64,
+    /// The next piece's first byte.
+    pos: u64,
+    end: u64,
+}
+
+impl Iterator for Pieces {
+    type Item = Piece;
+
+    fn next(&mut self) -> Option<Piece> {
+        if self.pos >= self.end {
+            return None;
+        }
+        let bs = self.block_size;
+        let block = self.pos / bs;
+        let start = (self.pos % bs) as usize;
+        // Cannot overflow: `end` is within the device, whose size in bytes
+        // fits a u64, and this block ends at or before the device's end.
+        let stop = self.end.min((block + 1) * bs);
+        let piece = Piece {
+            block,
+            start,
+            end: start + (stop - self.pos) as usize,
+            // Fits a usize when the range is a caller's buffer; the fills
+            // of `set_bytes` ignore it.
+            at: (self.pos - self.offset) as usize,
+        };
+        self.pos = stop;
+        Some(piece)
+    }
 }
 
 impl Cache {
@@ -76,9 +114,9 @@ impl Cache {
         Ok(())
     }
 
-    /// Split `offset..offset+len` into per-block pieces, after checking the
+    /// The per-block pieces of `offset..offset+len`, after checking the
     /// whole range lies inside the device.
-    fn pieces(&self, dev: DeviceId, offset: u64, len: u64) -> Result<Vec<Piece>, Error> {
+    fn pieces(&self, dev: DeviceId, offset: u64, len: u64) -> Result<Pieces, Error> {
         let bs = self.block_size() as u64;
         let blocks = self.device_blocks(dev)?;
         let end = offset.checked_add(len).ok_or(Error::OutOfRange {
@@ -91,20 +129,11 @@ impl Cache {
                 block: end.saturating_sub(1) / bs,
             });
         }
-        let mut out = Vec::new();
-        let mut pos = offset;
-        while pos < end {
-            let block = pos / bs;
-            let start = (pos % bs) as usize;
-            let stop = end.min((block + 1) * bs);
-            out.push(Piece {
-                block,
-                start,
-                end: start + (stop - pos) as usize,
-                at: (pos - offset) as usize,
-            });
-            pos = stop;
-        }
-        Ok(out)
+        Ok(Pieces {
+            block_size: bs,
+            offset,
+            pos: offset,
+            end,
+        })
     }
 }

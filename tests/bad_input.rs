@@ -614,6 +614,81 @@ fn per_block_tables_that_do_not_fit_are_an_error_not_an_abort() {
     still_works(&cache, dev, f.path(), 1, &what);
 }
 
+/// The byte helpers walk a range block by block and stop at the first
+/// error: a range far larger than the address space is never laid out in
+/// memory. A 64 GiB device (a sparse file) of 512-byte blocks under an
+/// address-space limit of 32 MiB more than the process maps: a read-only
+/// device refuses `set_bytes` at its first block, a failed read ends
+/// `read_bytes` into a 1 GiB buffer at its first block, and writebacks
+/// that fail end `set_bytes` once the cache's 64 blocks are dirty, having
+/// set exactly those.
+#[test]
+fn byte_ranges_larger_than_memory_are_walked_not_materialised() {
+    use blockcache::engine::IoKind;
+    use common::fault::FaultPlan;
+    const CHILD: &str = "BLOCKCACHE_TEST_HUGE_RANGE";
+    const NAME: &str = "byte_ranges_larger_than_memory_are_walked_not_materialised";
+    const BLOCK: usize = 512;
+    const SIZE: u64 = 64 << 30;
+    let Some(case) = std::env::var_os(CHILD) else {
+        for case in ["read-only", "read", "write"] {
+            passes_in_a_child(NAME, CHILD, case);
+        }
+        return;
+    };
+    let case = case.to_str().unwrap().to_string();
+    let sparse = tempfile::NamedTempFile::new_in("/var/tmp").unwrap();
+    sparse.as_file().set_len(SIZE).unwrap();
+    let plan = FaultPlan::new();
+    let cache =
+        Cache::new(Config::new(BLOCK, 64).custom_engine(std::sync::Arc::new(plan.factory()))).unwrap();
+    let dev = match case.as_str() {
+        "read-only" => cache.open_read_only(sparse.path()).unwrap(),
+        _ => cache.open(sparse.path()).unwrap(),
+    };
+    let mut buf = Vec::new();
+    if case == "read" {
+        buf = vec![0u8; 1 << 30];
+        plan.fail_always(IoKind::Read, None, libc::EIO);
+    } else if case == "write" {
+        plan.fail_always(IoKind::Write, None, libc::EIO);
+    }
+    let limit = limit_address_space(32 * MIB);
+    let r = match case.as_str() {
+        "read-only" => cache.set_bytes(dev, 0, SIZE, 0),
+        "read" => cache.read_bytes(dev, 0, &mut buf),
+        "write" => cache.set_bytes(dev, 0, SIZE, 7),
+        other => panic!("unknown case {other}"),
+    };
+    drop(limit);
+    match (case.as_str(), r) {
+        ("read-only", Err(Error::ReadOnly)) => {}
+        ("read" | "write", Err(Error::Io(e))) if e.raw_os_error() == Some(libc::EIO) => {}
+        (case, other) => panic!("{case}: {other:?}"),
+    }
+    let s = cache.stats();
+    match case.as_str() {
+        "read-only" => assert_eq!((s.reads_issued, s.writes_issued), (0, 0), "{s:?}"),
+        "read" => assert_eq!((s.reads_issued, s.writes_issued), (1, 0), "{s:?}"),
+        _ => assert_eq!(s.reads_issued, 0, "{s:?}"),
+    }
+    // The cache still works (a flush writes what failed to write back).
+    plan.clear();
+    cache.flush().unwrap();
+    if case == "write" {
+        let set = file_bytes(sparse.path(), 0, 65 * BLOCK);
+        assert!(
+            set[..64 * BLOCK].iter().all(|&b| b == 7),
+            "the first 64 blocks are set"
+        );
+        assert!(set[64 * BLOCK..].iter().all(|&b| b == 0), "nothing past them is");
+    }
+    let f = patterned_file(4 * BU);
+    let other = cache.open(f.path()).unwrap();
+    let g = cache.read(other, 5).unwrap();
+    assert_same(&g, &file_bytes(f.path(), 5 * BLOCK as u64, BLOCK), &case);
+}
+
 /// The first CPU this process may run on (from /proc/self/status).
 fn an_allowed_cpu() -> usize {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
