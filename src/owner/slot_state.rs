@@ -25,7 +25,13 @@
 //! The owner may also *grant* a slot to a waiting client while it is closed
 //! (it is the only one that can change a closed word's holders then), and
 //! it keeps the slot closed while gets are queued on it, so that queued
-//! writers are not starved by a stream of fast readers.
+//! writers are not starved by a stream of fast readers. One grant is made
+//! off the owner thread: the thread that completes a read grants the slot
+//! to the get that caused it (`engine::Grant`). The owner makes no change
+//! to the holders of a slot whose read is in flight, so that grant is
+//! still the only change to a closed word's holders; the owner learns of
+//! it from the completion, which reaches it before anything the granted
+//! client does next.
 //!
 //! # Visible readers: a read hit that does not write this word
 //!
@@ -399,6 +405,8 @@ impl SlotState {
 
     /// Owner, on a closed slot: grant it to a waiting client. The caller
     /// has checked the mode is free (only releases can happen meanwhile).
+    /// Also the thread completing a read, for the get that caused it: the
+    /// slot is closed with no holders then (module docs).
     pub(crate) fn grant(&self, write: bool) {
         debug_assert!(self.0.load(Relaxed) & CLOSED != 0, "grant on an open slot");
         if write {
