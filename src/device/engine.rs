@@ -4,8 +4,10 @@
 //! Each open device gets one [`Engine`], made by an [`EngineFactory`]. The
 //! owner thread calls [`Engine::submit`] with an [`IoRequest`] that carries
 //! the block's memory; the engine performs the I/O and hands the request
-//! back, with its result, to the [`Completer`] it was started with. The built-in engines are io_uring (one ring thread per
-//! device) and sync (pread/pwrite worker threads); a custom factory, given
+//! back, with its result, to the [`Completer`] it was started with. The
+//! built-in engines are io_uring (the owner thread submits into each
+//! device's ring, one reaper thread per device completes) and sync
+//! (pread/pwrite worker threads); a custom factory, given
 //! through [`Config::custom_engine`](crate::Config::custom_engine), lets a
 //! test script or fault the exact I/O the cache issues.
 //!
@@ -237,7 +239,7 @@ pub trait Engine: Send {
     fn submit(&mut self, req: IoRequest);
 
     /// Called after a batch of submits: start anything queued (engines that
-    /// batch submissions ring their doorbell here, once per batch).
+    /// batch submissions enter the kernel here, once per batch).
     fn unplug(&mut self) {}
 
     /// Release threads and kernel resources. Called once, and only when

@@ -20,8 +20,11 @@
 //! 1. **The owner never blocks except in `recv`.** Replies go to a
 //!    per-request channel with room for exactly that reply (`try_send`);
 //!    submits go to engines, which queue rather than block
-//!    ([`Engine::submit`](crate::engine::Engine::submit)). So every message
-//!    sent to the owner is eventually handled.
+//!    ([`Engine::submit`](crate::engine::Engine::submit)). The io_uring
+//!    engine's submission lock, which the owner shares with the device's
+//!    reaper thread, is held only for pushes and bookkeeping, never across
+//!    a send or a wait. So every message sent to the owner is eventually
+//!    handled.
 //! 2. **Engines never wait on the owner** except to hand back a completion
 //!    on the owner's channel, which the owner drains (rule 1).
 //! 3. **The owner stops an engine only when that device has no I/O in
@@ -464,8 +467,8 @@ impl Owner {
     fn serve(&mut self) {
         while let Ok(msg) = self.rx.recv() {
             self.handle_all(msg);
-            // Drain what is already queued before ringing the engines'
-            // doorbells: one wakeup per batch, not per request.
+            // Drain what is already queued before unplugging the engines:
+            // one kernel entry per batch, not per request.
             while let Ok(msg) = self.rx.try_recv() {
                 self.handle_all(msg);
             }
