@@ -70,6 +70,14 @@ impl Cache {
     /// assert_eq!(&back, b"across a boundary");
     /// # Ok::<(), blockcache::Error>(())
     /// ```
+    ///
+    /// # Deadlocks
+    ///
+    /// Takes a [`read`](Cache::read) guard on each block of the range in
+    /// turn, so it waits for ever where `read` would: when the calling
+    /// thread holds a guard on a block of the range (a read guard only while
+    /// a writer waits for that block), or, for a block not in the cache,
+    /// guards on every block of the cache.
     pub fn read_bytes(&self, dev: DeviceId, offset: u64, buf: &mut [u8]) -> Result<(), Error> {
         for p in self.pieces(dev, offset, buf.len() as u64)? {
             let g = self.read(dev, p.block)?;
@@ -79,6 +87,14 @@ impl Cache {
     }
 
     /// Write `data` at byte `offset` of `dev`.
+    ///
+    /// # Deadlocks
+    ///
+    /// Takes a [`write`](Cache::write) or [`zeroed`](Cache::zeroed) guard
+    /// on each block of the range in turn, so it waits for ever where those
+    /// would: when the calling thread holds any guard on a block of the
+    /// range, or, for a block not in the cache, guards on every block of
+    /// the cache.
     pub fn write_bytes(&self, dev: DeviceId, offset: u64, data: &[u8]) -> Result<(), Error> {
         self.fill_range(dev, offset, data.len() as u64, |dst, at| {
             dst.copy_from_slice(&data[at..at + dst.len()])
@@ -86,11 +102,19 @@ impl Cache {
     }
 
     /// Zero `len` bytes at byte `offset` of `dev`.
+    ///
+    /// # Deadlocks
+    ///
+    /// Waits for ever where [`write_bytes`](Cache::write_bytes) would.
     pub fn zero_bytes(&self, dev: DeviceId, offset: u64, len: u64) -> Result<(), Error> {
         self.set_bytes(dev, offset, len, 0)
     }
 
     /// Set `len` bytes at byte `offset` of `dev` to `byte`.
+    ///
+    /// # Deadlocks
+    ///
+    /// Waits for ever where [`write_bytes`](Cache::write_bytes) would.
     pub fn set_bytes(&self, dev: DeviceId, offset: u64, len: u64, byte: u8) -> Result<(), Error> {
         self.fill_range(dev, offset, len, |dst, _| dst.fill(byte))
     }

@@ -216,6 +216,17 @@ impl Cache {
 
     /// A shared guard on block `block` of `dev`: reads it on a miss, waits
     /// out a writer.
+    ///
+    /// # Deadlocks
+    ///
+    /// As with a `RwLock`, this waits for ever if the calling thread already
+    /// holds a [`WriteGuard`] on the block, or a [`ReadGuard`] on it while
+    /// another thread waits to write it (waiters are served in order: this
+    /// read queues behind that writer, which waits for our guard); likewise
+    /// for a block not in the cache while the calling thread holds guards on
+    /// every one of its [`capacity`](Cache::capacity) blocks. Use
+    /// [`try_read`](Cache::try_read), which never waits, where that can
+    /// happen.
     pub fn read(&self, dev: DeviceId, block: u64) -> Result<ReadGuard, Error> {
         let taken = self.core().get(dev, block, Mode::Read, true)?;
         Ok(ReadGuard::new(self.core(), taken, dev, block))
@@ -223,6 +234,15 @@ impl Cache {
 
     /// An exclusive guard: reads the block on a miss, waits out readers and
     /// a writer. Dropping it marks the block dirty.
+    ///
+    /// # Deadlocks
+    ///
+    /// As with a `RwLock`, this waits for ever if the calling thread already
+    /// holds a guard of either kind on the block; likewise for a block not
+    /// in the cache while the calling thread holds guards on every one of
+    /// its [`capacity`](Cache::capacity) blocks. Use
+    /// [`try_write`](Cache::try_write), which never waits, where that can
+    /// happen.
     pub fn write(&self, dev: DeviceId, block: u64) -> Result<WriteGuard, Error> {
         let slot = self.core().get(dev, block, Mode::Write, true)?.counted();
         Ok(WriteGuard::new(self.core(), slot, dev, block, false))
@@ -230,6 +250,12 @@ impl Cache {
 
     /// An exclusive guard on a zero-filled block, dirty; never reads the
     /// device.
+    ///
+    /// # Deadlocks
+    ///
+    /// Waits for ever where [`write`](Cache::write) would: when the calling
+    /// thread already holds a guard on the block, or (for a block not in the
+    /// cache) guards on every block of the cache.
     pub fn zeroed(&self, dev: DeviceId, block: u64) -> Result<WriteGuard, Error> {
         let slot = self.core().get(dev, block, Mode::Zeroed, true)?.counted();
         Ok(WriteGuard::new(self.core(), slot, dev, block, true))
