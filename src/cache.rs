@@ -3,7 +3,7 @@
 use crate::config::{Config, EngineKind};
 use crate::device::sync::SyncFactory;
 use crate::device::uring::{self, UringFactory};
-use crate::device::DeviceFile;
+use crate::device::{with_path, DeviceFile};
 use crate::engine::{Completer, EngineFactory};
 use crate::error::Error;
 use crate::guard::{ReadGuard, WriteGuard};
@@ -187,14 +187,18 @@ impl Cache {
         static NEXT_DEV: AtomicU64 = AtomicU64::new(1);
         let dev = DeviceId(NEXT_DEV.fetch_add(1, Ordering::Relaxed));
         // Started here, on the caller's thread, so engine threads do not
-        // inherit the pinned owner's CPU affinity.
-        let engine = core.factory.start(
-            Arc::clone(&file),
-            Completer {
-                tx: core.tx.clone(),
-                dev,
-            },
-        )?;
+        // inherit the pinned owner's CPU affinity. Its errors (no descriptor
+        // left for a ring or an eventfd, no thread) name the path too.
+        let engine = core
+            .factory
+            .start(
+                Arc::clone(&file),
+                Completer {
+                    tx: core.tx.clone(),
+                    dev,
+                },
+            )
+            .map_err(|e| with_path(e, path))?;
         core.call(|reply| Msg::Open {
             dev,
             file,

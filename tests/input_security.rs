@@ -1,17 +1,19 @@
 //! Hostile inputs not covered by bad_input.rs: files the caller may not
-//! open (permission bits, an immutable file, a read-only filesystem),
-//! paths that are not what they seem (symlinks, sockets, NUL bytes,
-//! overlong names, other character devices), block numbers whose byte
-//! offset overflows u64, and byte ranges whose end overflows. Each is an
-//! `Err` with a clear message, never a panic, and the cache stays usable.
+//! open (permission bits, an immutable file, a read-only filesystem, no
+//! descriptor left), paths that are not what they seem (symlinks, sockets,
+//! NUL bytes, overlong names, other character devices), block numbers
+//! whose byte offset overflows u64, and byte ranges whose end overflows.
+//! Each is an `Err` with a clear message, never a panic, and the cache
+//! stays usable.
 //!
 //! Root bypasses permission bits, so as root the permission test re-runs
 //! itself as user `nobody` in a child process; the immutable-file and
 //! read-only-mount tests need root (and `chattr`, a loop device) and skip
-//! with a printed reason otherwise.
+//! with a printed reason otherwise. The descriptor limit is per process, so
+//! that test re-runs itself in a child process and lowers it there.
 
 mod common;
-use blockcache::{Cache, DeviceId, Error};
+use blockcache::{Cache, DeviceId, EngineKind, Error};
 use common::loopfs::LoopFs;
 use common::*;
 use std::io::ErrorKind;
@@ -195,6 +197,107 @@ fn a_file_on_a_read_only_filesystem_cannot_be_opened_for_writing() {
         cache.close(dev).unwrap();
         still_works(&cache, &format!("{kind:?}"));
     }
+}
+
+// ---- no descriptor left ----------------------------------------------------
+
+const FD_CHILD: &str = "BLOCKCACHE_TEST_FD_LIMIT";
+
+/// Runs `f` with the soft RLIMIT_NOFILE set so that exactly `free` more
+/// descriptors can be opened, then puts the limit back. The kernel hands
+/// out the lowest free number and refuses numbers at or past the limit, so
+/// a limit of the lowest free number plus `free` allows exactly `free`
+/// more, however the open ones are numbered, as long as no other thread
+/// opens or closes descriptors meanwhile.
+fn with_free_fds<T>(free: u64, f: impl FnOnce() -> T) -> T {
+    let lowest = {
+        let probe = std::fs::File::open("/dev/null").expect("open /dev/null");
+        std::os::fd::AsRawFd::as_raw_fd(&probe) as u64
+    };
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit through a pointer to a live local.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut old) }, 0);
+    let low = libc::rlimit {
+        rlim_cur: lowest + free,
+        ..old
+    };
+    // SAFETY: setrlimit reads one rlimit through a pointer to a live local.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &low) }, 0);
+    let out = f();
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &old) }, 0);
+    out
+}
+
+/// The checks, run in a process of their own: the limit is per process,
+/// and no other test may open descriptors while it is low.
+fn fd_limit_checks() {
+    for kind in engines() {
+        let cache = cache(kind, B, 4);
+        let f = patterned_file(8 * BU);
+        let name = f.path().display().to_string();
+        // Allow 0, 1, 2, ... more descriptors until the open succeeds: each
+        // step that fails is stopped by one more descriptor the open needs,
+        // first the file's, then those of the engine.
+        let mut opened = None;
+        for free in 0..16 {
+            let what = format!("{kind:?} with {free} descriptors free");
+            match with_free_fds(free, || cache.open(f.path())) {
+                Ok(dev) => {
+                    cache.close(dev).unwrap();
+                    opened = Some(free);
+                    break;
+                }
+                Err(Error::Io(e)) => {
+                    let os = std::error::Error::source(&e)
+                        .and_then(|s| s.downcast_ref::<std::io::Error>())
+                        .unwrap_or_else(|| panic!("{what}: no OS error as source: {e:?}"));
+                    assert_eq!(os.raw_os_error(), Some(libc::EMFILE), "{what}: {e:?}");
+                    assert_eq!(e.kind(), os.kind(), "{what}: kind kept");
+                    let msg = Error::Io(e).to_string();
+                    assert!(msg.contains(&name), "{what}: message names no path: {msg}");
+                }
+                Err(other) => panic!("{what}: want Err(Io(EMFILE)), got {other:?}"),
+            }
+        }
+        let opened = opened.unwrap_or_else(|| panic!("{kind:?}: never opened"));
+        assert!(opened >= 1, "{kind:?}: opened without a descriptor");
+        if kind == EngineKind::Uring {
+            // The eventfd and the ring: failures after the file opened.
+            assert!(opened >= 3, "{kind:?}: opened with only {opened} descriptors");
+        }
+        // At the usual limit the same cache opens it again and reads it.
+        let dev = cache.open(f.path()).unwrap();
+        assert!(cache.read(dev, 5).unwrap()[..] == file_bytes(f.path(), 5 * BU, B)[..]);
+        cache.close(dev).unwrap();
+        still_works(&cache, &format!("{kind:?} after EMFILE"));
+    }
+}
+
+#[test]
+fn an_open_without_a_descriptor_left_names_the_path() {
+    if std::env::var_os(FD_CHILD).is_some() {
+        return fd_limit_checks();
+    }
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "an_open_without_a_descriptor_left_names_the_path",
+            "--test-threads=1",
+        ])
+        .env(FD_CHILD, "1")
+        .output()
+        .expect("run the test binary");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("1 passed"),
+        "child with a low descriptor limit: {:?}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 // ---- paths that are not what they seem -------------------------------------

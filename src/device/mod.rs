@@ -77,17 +77,13 @@ impl DeviceFile {
             Err(e) => return Err(Error::Io(with_path(e, path))),
         };
         let block_device = ft.is_block_device();
-        let (size_bytes, logical_block_size) = if block_device {
-            (
-                ioctl_u64(&file, BLKGETSIZE64)?,
-                ioctl_int(&file, BLKSSZGET)? as u32,
-            )
+        let sizes = if block_device {
+            ioctl_u64(&file, BLKGETSIZE64).and_then(|size| Ok((size, ioctl_int(&file, BLKSSZGET)? as u32)))
         } else {
-            (
-                file.metadata()?.len(),
-                if direct { dio_alignment(&file) } else { 1 },
-            )
+            let align = if direct { dio_alignment(&file) } else { 1 };
+            file.metadata().map(|m| (m.len(), align))
         };
+        let (size_bytes, logical_block_size) = sizes.map_err(|e| with_path(e, path))?;
         Ok(DeviceFile {
             file,
             path: path.to_path_buf(),
@@ -143,7 +139,7 @@ impl DeviceFile {
 
 /// `e` with the path in its message. The kind is kept, and the original
 /// error (with its `raw_os_error`) is the new one's `source()`.
-fn with_path(e: io::Error, path: &Path) -> io::Error {
+pub(crate) fn with_path(e: io::Error, path: &Path) -> io::Error {
     io::Error::new(
         e.kind(),
         PathError {
