@@ -176,14 +176,12 @@ fn an_immutable_file_cannot_be_opened_for_writing_even_by_root() {
 
 #[test]
 fn a_file_on_a_read_only_filesystem_cannot_be_opened_for_writing() {
-    let fs = match LoopFs::new(8, false) {
+    let data: Vec<u8> = (0..8 * BU).map(pattern).collect();
+    let fs = match LoopFs::with_files(8, true, &[("data", &data)]) {
         Ok(fs) => fs,
         Err(reason) => return println!("skipping: {reason}"),
     };
     let path = fs.file("data");
-    let data: Vec<u8> = (0..8 * BU).map(pattern).collect();
-    std::fs::write(&path, &data).unwrap();
-    fs.remount(true).unwrap();
     for kind in engines() {
         let cache = cache(kind, B, 4);
         assert_io_kind(

@@ -35,10 +35,19 @@ fn run(cmd: &mut Command) -> Result<String, String> {
 }
 
 impl LoopFs {
-    /// A fresh ext4 of `mib` MiB (4 KiB blocks, no reserved blocks),
+    /// A fresh, empty ext4 of `mib` MiB (4 KiB blocks, no reserved blocks),
     /// mounted read-write, or read-only when `read_only`. `Err` is the
     /// reason to skip.
     pub fn new(mib: u64, read_only: bool) -> Result<LoopFs, String> {
+        LoopFs::with_files(mib, read_only, &[])
+    }
+
+    /// [`LoopFs::new`], holding `files` (name and contents) from the
+    /// start: `mkfs.ext4 -d` writes them, so a read-only filesystem with
+    /// data needs no remount, and this process never holds a file on it
+    /// open for writing (a remount to read-only fails with EBUSY while any
+    /// process does, including a child forked by another test meanwhile).
+    pub fn with_files(mib: u64, read_only: bool, files: &[(&str, &[u8])]) -> Result<LoopFs, String> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             return Err("not root (needs losetup and mount)".into());
@@ -62,9 +71,15 @@ impl LoopFs {
             mnt,
             _image: image,
         };
+        let contents = tempfile::tempdir_in("/var/tmp").map_err(|e| e.to_string())?;
+        for (name, data) in files {
+            std::fs::write(contents.path().join(name), data).map_err(|e| e.to_string())?;
+        }
         run(Command::new("mkfs.ext4")
             .args(["-q", "-F", "-b", "4096", "-m", "0"])
             .args(["-E", "lazy_itable_init=0,lazy_journal_init=0"])
+            .arg("-d")
+            .arg(contents.path())
             .arg(&fs.dev))?;
         let mut mount = Command::new("mount");
         if read_only {
@@ -83,12 +98,6 @@ impl LoopFs {
     /// `name` inside the filesystem.
     pub fn file(&self, name: &str) -> PathBuf {
         self.mnt.path().join(name)
-    }
-
-    /// Remount read-only (`true`) or read-write.
-    pub fn remount(&self, read_only: bool) -> Result<(), String> {
-        let opt = if read_only { "remount,ro" } else { "remount,rw" };
-        run(Command::new("mount").args(["-o", opt]).arg(self.mnt.path())).map(drop)
     }
 
     /// Blocks available to writers right now (statvfs `f_bavail`).
