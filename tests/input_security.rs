@@ -6,11 +6,12 @@
 //! Each is an `Err` with a clear message, never a panic, and the cache
 //! stays usable.
 //!
-//! Root bypasses permission bits, so as root the permission test re-runs
-//! itself as user `nobody` in a child process; the immutable-file and
-//! read-only-mount tests need root (and `chattr`, a loop device) and skip
-//! with a printed reason otherwise. The descriptor limit is per process, so
-//! that test re-runs itself in a child process and lowers it there.
+//! Root bypasses permission bits, so as root the permission test runs its
+//! checks on a thread whose file access is user `nobody`'s; the
+//! immutable-file and read-only-mount tests need root (and `chattr`, a
+//! loop device) and skip with a printed reason otherwise. The descriptor
+//! limit is per process, so that test re-runs itself in a child process
+//! and lowers it there.
 
 mod common;
 use blockcache::{Cache, DeviceId, EngineKind, Error};
@@ -18,7 +19,6 @@ use common::loopfs::LoopFs;
 use common::*;
 use std::io::ErrorKind;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 
@@ -61,9 +61,33 @@ fn still_works(cache: &Cache, what: &str) {
 
 // ---- permission ----------------------------------------------------------
 
-const CHILD: &str = "BLOCKCACHE_TEST_NO_PERMISSION_DIR";
+/// Makes the calling thread's filesystem uid and gid `nobody`'s (65534).
+/// The kernel checks file access against those, and a filesystem uid
+/// other than 0 loses the capabilities that override permission bits.
+/// Credentials are per thread in the kernel: these raw system calls
+/// (unlike glibc's set*id wrappers, which change every thread) change only
+/// the calling thread's, and so those of the threads it starts later.
+fn become_nobody_on_this_thread() {
+    const NOBODY: libc::c_long = 65534;
+    // SAFETY: setfsgid and setfsuid take one integer and change nothing but
+    // the calling thread's credentials.
+    unsafe {
+        libc::syscall(libc::SYS_setfsgid, NOBODY);
+        libc::syscall(libc::SYS_setfsuid, NOBODY);
+    }
+    // They return the previous id, never an error; an invalid id (-1)
+    // changes nothing, so this reads the ids back.
+    // SAFETY: as above.
+    let now = unsafe {
+        (
+            libc::syscall(libc::SYS_setfsuid, -1 as libc::c_long),
+            libc::syscall(libc::SYS_setfsgid, -1 as libc::c_long),
+        )
+    };
+    assert_eq!(now, (NOBODY, NOBODY), "filesystem uid and gid");
+}
 
-/// The checks, run by a process that is not root.
+/// The checks, run on a thread whose file access is not root's.
 fn permission_checks(dir: &Path) {
     let secret = dir.join("secret"); // 0600, someone else's
     let readable = dir.join("readable"); // 0444
@@ -94,11 +118,6 @@ fn permission_checks(dir: &Path) {
 
 #[test]
 fn a_file_without_permission_is_an_error() {
-    if let Some(dir) = std::env::var_os(CHILD) {
-        // SAFETY: geteuid has no preconditions.
-        assert_ne!(unsafe { libc::geteuid() }, 0, "the child must not be root");
-        return permission_checks(Path::new(&dir));
-    }
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     for (name, mode) in [("secret", 0o600), ("readable", 0o444)] {
@@ -110,30 +129,16 @@ fn a_file_without_permission_is_an_error() {
     if !is_root() {
         return permission_checks(dir.path());
     }
-    // Root ignores permission bits: run the checks as `nobody`.
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "a_file_without_permission_is_an_error",
-            "--test-threads=1",
-        ])
-        .env(CHILD, dir.path())
-        .uid(65534)
-        .gid(65534)
-        .output()
-        .expect("run the test binary as nobody");
-    assert!(
-        out.status.success(),
-        "child as nobody: {:?}\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("1 passed"),
-        "the child ran the checks: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    // Root ignores permission bits: run the checks as `nobody`, on a thread
+    // of their own (no other test's thread is affected).
+    let path = dir.path().to_path_buf();
+    let checks = std::thread::spawn(move || {
+        become_nobody_on_this_thread();
+        permission_checks(&path)
+    });
+    if let Err(panic) = checks.join() {
+        std::panic::resume_unwind(panic);
+    }
 }
 
 /// Clears the immutable attribute on drop, so the file can be removed.
