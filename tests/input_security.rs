@@ -7,11 +7,17 @@
 //! stays usable.
 //!
 //! Root bypasses permission bits, so as root the permission test runs its
-//! checks on a thread whose file access is user `nobody`'s; the
-//! immutable-file and read-only-mount tests need root (and `chattr`, a
-//! loop device) and skip with a printed reason otherwise. The descriptor
-//! limit is per process, so that test re-runs itself in a child process
-//! and lowers it there.
+//! checks on a thread whose file access is user `nobody`'s. The
+//! immutable-file and read-only-mount tests need root (and a filesystem
+//! with the immutable attribute, a loop device) and skip with a printed
+//! reason otherwise. The descriptor limit is per process, so that test
+//! re-runs itself in a child process and lowers it there.
+//!
+//! Nothing here depends on other tests or processes: every file and
+//! directory is a fresh temporary one, no test changes what the whole
+//! process shares (its credentials, its descriptor limit), and no test
+//! holds a file on a loop filesystem open for writing, which a process
+//! forked meanwhile by another test would inherit until it execs.
 
 mod common;
 use blockcache::{Cache, DeviceId, EngineKind, Error};
@@ -141,30 +147,50 @@ fn a_file_without_permission_is_an_error() {
     }
 }
 
+/// The immutable attribute (`FS_IMMUTABLE_FL`, the `i` of `chattr`).
+const FS_IMMUTABLE_FL: libc::c_int = 0x10;
+
+/// Sets or clears the immutable attribute of `file`, as `chattr +i` or
+/// `chattr -i` would, without starting a process.
+fn set_immutable(file: &std::fs::File, on: bool) -> std::io::Result<()> {
+    let fd = std::os::fd::AsRawFd::as_raw_fd(file);
+    let mut flags: libc::c_int = 0;
+    // SAFETY: FS_IOC_GETFLAGS writes one int through the pointer, which
+    // points at a live local.
+    if unsafe { libc::ioctl(fd, libc::FS_IOC_GETFLAGS, &mut flags) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if on {
+        flags |= FS_IMMUTABLE_FL;
+    } else {
+        flags &= !FS_IMMUTABLE_FL;
+    }
+    // SAFETY: FS_IOC_SETFLAGS reads one int through the pointer, which
+    // points at a live local.
+    if unsafe { libc::ioctl(fd, libc::FS_IOC_SETFLAGS, &flags) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Clears the immutable attribute on drop, so the file can be removed.
-struct Immutable<'a>(&'a Path);
+struct Immutable<'a>(&'a std::fs::File);
 
 impl Drop for Immutable<'_> {
     fn drop(&mut self) {
-        let _ = Command::new("chattr").arg("-i").arg(self.0).status();
+        if let Err(e) = set_immutable(self.0, false) {
+            eprintln!("warning: cannot clear the immutable attribute: {e}");
+        }
     }
 }
 
 #[test]
 fn an_immutable_file_cannot_be_opened_for_writing_even_by_root() {
     let f = patterned_file(8 * BU);
-    let ok = Command::new("chattr").arg("+i").arg(f.path()).output();
-    let _undo = Immutable(f.path());
-    match ok {
-        Ok(o) if o.status.success() => {}
-        Ok(o) => {
-            return println!(
-                "skipping: chattr +i: {}",
-                String::from_utf8_lossy(&o.stderr).trim()
-            )
-        }
-        Err(e) => return println!("skipping: no chattr: {e}"),
+    if let Err(e) = set_immutable(f.as_file(), true) {
+        return println!("skipping: cannot make a file immutable: {e}");
     }
+    let _undo = Immutable(f.as_file());
     for kind in engines() {
         let cache = cache(kind, B, 4);
         assert_io_kind(
