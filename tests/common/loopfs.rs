@@ -141,9 +141,15 @@ impl LoopFs {
         total
     }
 
-    /// Delete `name` and sync the filesystem, so its blocks are free.
+    /// Delete `name` and sync the filesystem, so its blocks are free. It is
+    /// truncated first: an unlinked file keeps its blocks while any process
+    /// still has it open, and a process forked by another test while it was
+    /// being written holds it until that process execs.
     pub fn remove(&self, name: &str) {
-        std::fs::remove_file(self.file(name)).expect("remove the filler");
+        let path = self.file(name);
+        let f = std::fs::OpenOptions::new().write(true).open(&path);
+        f.and_then(|f| f.set_len(0)).expect("truncate the filler");
+        std::fs::remove_file(&path).expect("remove the filler");
         let dir = std::fs::File::open(self.mnt.path()).unwrap();
         // SAFETY: syncfs on a live descriptor.
         let rc = unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)) };
