@@ -465,3 +465,47 @@ fn an_entry_emptied_after_a_conversion_orders_the_read_for_a_writer() {
         writer.join().unwrap();
     });
 }
+
+/// The thread completing a read grants the slot to the get that caused
+/// it, sends the owner the completion, and only then answers the get; the
+/// owner reopens the slot once it has the completion (`engine::Grant`,
+/// `Completer::complete`). Whatever the interleaving, the granted reader
+/// reads the block as the read left it, and so does a reader that takes
+/// the slot in its own thread beside it: it can take the slot only after
+/// the reopen, which the owner makes after it has the completion, and
+/// which orders the read's bytes before it.
+#[test]
+fn a_read_completion_grants_before_the_owner_reopens() {
+    loom::model(|| {
+        // Closed with no holders: as the owner leaves a slot it reads into.
+        let state = Arc::new(SlotState::new());
+        let b = block();
+        let (to_owner, completions) = loom::sync::mpsc::channel::<()>();
+        let (answer, reply) = loom::sync::mpsc::channel::<()>();
+
+        let (s, bk) = (Arc::clone(&state), b.clone());
+        let completer = thread::spawn(move || {
+            write_block(&bk); // the kernel fills the block
+            s.grant(false);
+            to_owner.send(()).unwrap();
+            answer.send(()).unwrap();
+        });
+        let (s, bk) = (Arc::clone(&state), b.clone());
+        let fast_reader = thread::spawn(move || {
+            if s.try_acquire(false) {
+                read_block(&bk);
+                client_release(&s, false, false);
+            }
+        });
+        // This thread is first the owner (the completion, then the slot
+        // opens to clients), then the client the read was for.
+        completions.recv().unwrap();
+        state.open(false);
+        reply.recv().unwrap();
+        read_block(&b);
+        client_release(&state, false, false);
+        completer.join().unwrap();
+        fast_reader.join().unwrap();
+        assert_eq!(holders(state.load()), 0);
+    });
+}
