@@ -80,6 +80,7 @@
 //! ```
 
 use crate::device::DeviceFile;
+use crate::owner::quiet::Posted;
 use crate::owner::{Answer, Msg, Replier, Shared};
 use crate::DeviceId;
 use crossbeam_channel::Sender;
@@ -118,9 +119,9 @@ pub struct IoRequest {
 
 /// The get that caused a read, waiting for its block. On success the
 /// completing thread grants it the slot and answers it itself, right after
-/// sending the completion to the owner: the block reaches its reader in one
-/// hand-off, not two, and the owner handles the completion off the
-/// reader's path. On failure it goes back to the owner with the request,
+/// queueing the completion for the owner: the block reaches its reader in
+/// one hand-off, not two, and the owner handles the completion off the
+/// reader's path (without being woken for it, see `owner::quiet`). On failure it goes back to the owner with the request,
 /// which answers it with the error.
 ///
 /// Granting here is sound because the owner keeps a slot closed while its
@@ -210,18 +211,24 @@ impl Completer {
     /// A successful read's block goes to the get waiting for it from here,
     /// on the completing thread; the owner then hears of the completion.
     pub fn complete(&self, mut req: IoRequest, result: io::Result<()>) {
-        let grant = req.grant.take_if(|_| result.is_ok());
-        if let Some(g) = &grant {
-            g.shared.slots[g.slot as usize].state.grant(g.write);
+        let Some(grant) = req.grant.take_if(|_| result.is_ok()) else {
+            let result = result.map_err(|e| (&e).into());
+            return crate::owner::deliver(&self.tx, Msg::Completed(req, result));
+        };
+        grant.shared.slots[grant.slot as usize].state.grant(grant.write);
+        // The owner has only bookkeeping left: it takes the completion from
+        // the quiet queue when next awake, and is woken only if it waits
+        // for it (`owner::quiet`).
+        match grant.shared.quiet.post(Msg::Completed(req, Ok(()))) {
+            Posted::Quietly => {}
+            Posted::WakeOwner => crate::owner::deliver(&self.tx, Msg::Wake),
+            Posted::Full(msg) => crate::owner::deliver(&self.tx, msg),
         }
-        crate::owner::deliver(&self.tx, Msg::Completed(req, result.map_err(|e| (&e).into())));
-        // Answered only after the completion is on its way to the owner:
-        // whatever the client asks the owner next is queued behind it, so
-        // the owner never sees a request that follows from a block it has
-        // not yet seen arrive (a close right after the guard's drop, say).
-        if let Some(g) = grant {
-            g.reply.send(Ok(Answer::Slot(g.slot)));
-        }
+        // Answered only after the completion is queued for the owner, who
+        // drains that queue before every request it handles: it never sees
+        // a request that follows from a block it has not yet seen arrive
+        // (a close right after the guard's drop, say).
+        grant.reply.send(Ok(Answer::Slot(grant.slot)));
     }
 }
 

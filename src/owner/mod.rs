@@ -56,6 +56,7 @@ pub(crate) mod index;
 pub(crate) mod lists;
 pub(crate) mod ops;
 pub(crate) mod pool;
+pub(crate) mod quiet;
 pub(crate) mod readers;
 pub(crate) mod slot_state;
 pub(crate) mod table;
@@ -70,6 +71,7 @@ use crossbeam_channel::{Receiver, Sender};
 use index::Index;
 use lists::{List, Lists};
 use pool::{BlockBuf, Pool};
+use quiet::Quiet;
 use readers::Readers;
 use rustc_hash::FxHashMap;
 use slab::Slab;
@@ -184,6 +186,8 @@ pub(crate) enum Msg {
     Stop {
         reply: Replier,
     },
+    /// A completion the owner waits for is on the quiet queue.
+    Wake,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -223,6 +227,9 @@ pub(crate) struct Shared {
     pub(crate) index: Index,
     pub(crate) slots: Box<[SharedSlot]>,
     pub(crate) readers: Readers,
+    /// Completions of reads whose get was answered by the completing
+    /// thread: the owner handles them without being woken (see `quiet`).
+    pub(crate) quiet: Quiet,
 }
 
 impl Shared {
@@ -239,6 +246,7 @@ impl Shared {
             index,
             readers: Readers::new(readers::RECORDS),
             slots: slots.into_boxed_slice(),
+            quiet: Quiet::new(),
         }))
     }
 
@@ -465,23 +473,59 @@ impl Owner {
 
     /// The event loop, until `may_exit` lets it end.
     fn serve(&mut self) {
-        while let Ok(msg) = self.rx.recv() {
+        loop {
+            let msg = match self.rx.try_recv() {
+                Ok(msg) => msg,
+                Err(_) => {
+                    // Everything queued is handled: unplug the engines (one
+                    // kernel entry per batch, not per request), then sleep.
+                    self.unplug();
+                    if self.exit {
+                        break;
+                    }
+                    if self.before_sleep() {
+                        continue;
+                    }
+                    match self.rx.recv() {
+                        Ok(msg) => msg,
+                        Err(_) => break,
+                    }
+                }
+            };
             self.handle_all(msg);
-            // Drain what is already queued before unplugging the engines:
-            // one kernel entry per batch, not per request.
-            while let Ok(msg) = self.rx.try_recv() {
-                self.handle_all(msg);
-            }
-            self.unplug();
-            if self.exit {
-                break;
-            }
         }
+    }
+
+    /// Say whether a quiet completion must wake us: when a get or an op
+    /// waits (for anything: a read's end among it). Then take those that
+    /// came meanwhile; `true` if there were any (look again before
+    /// sleeping). See `quiet` for why none is left unseen.
+    fn before_sleep(&mut self) -> bool {
+        let wanted = !self.waiters.is_empty() || !self.ops.is_empty();
+        self.shared.quiet.want(wanted);
+        wanted && self.handle_quiet()
+    }
+
+    /// Handle every quiet completion queued; `true` if there was one.
+    fn handle_quiet(&mut self) -> bool {
+        let mut any = false;
+        while let Some(msg) = self.shared.quiet.take() {
+            any = true;
+            self.handle_inline(msg);
+        }
+        any
+    }
+
+    /// Handle `msg`, after every quiet completion queued before it (a
+    /// request that follows from an answered read finds the read done).
+    fn handle_all(&mut self, msg: Msg) {
+        self.handle_quiet();
+        self.handle_inline(msg);
     }
 
     /// Handle `msg` and every completion an engine delivered inline while
     /// we did (see [`deliver`]).
-    fn handle_all(&mut self, msg: Msg) {
+    fn handle_inline(&mut self, msg: Msg) {
         self.handle(msg);
         while let Some(msg) = INLINE.with(|q| q.borrow_mut().as_mut().and_then(|(_, q)| q.pop_front())) {
             self.handle(msg);
@@ -515,6 +559,8 @@ impl Owner {
                 }
             }
             Msg::Prefetch { dev, block } => self.prefetch(dev, block),
+            // Only wakes us: the quiet queue was drained before this.
+            Msg::Wake => {}
             Msg::Open {
                 dev,
                 file,
