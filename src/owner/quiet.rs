@@ -25,6 +25,9 @@
 
 use super::Msg;
 use crossbeam_channel::{bounded, Receiver, Sender};
+#[cfg(loom)]
+use loom::sync::atomic::{fence, AtomicBool, Ordering};
+#[cfg(not(loom))]
 use std::sync::atomic::{fence, AtomicBool, Ordering};
 
 /// Room in the queue. When it is full a completion goes to the owner's
@@ -47,7 +50,7 @@ pub(crate) enum Posted {
 pub(crate) struct Quiet {
     tx: Sender<Msg>,
     rx: Receiver<Msg>,
-    wanted: AtomicBool,
+    wanted: Wanted,
 }
 
 impl Quiet {
@@ -56,21 +59,15 @@ impl Quiet {
         Quiet {
             tx,
             rx,
-            wanted: AtomicBool::new(false),
+            wanted: Wanted::new(),
         }
     }
 
     /// Completing thread: queue `completion` (module docs).
     pub(crate) fn post(&self, completion: Msg) -> Posted {
         match self.tx.try_send(completion) {
-            Ok(()) => {
-                fence(Ordering::SeqCst);
-                if self.wanted.load(Ordering::Relaxed) {
-                    Posted::WakeOwner
-                } else {
-                    Posted::Quietly
-                }
-            }
+            Ok(()) if self.wanted.after_queueing() => Posted::WakeOwner,
+            Ok(()) => Posted::Quietly,
             Err(e) => Posted::Full(e.into_inner()),
         }
     }
@@ -83,7 +80,62 @@ impl Quiet {
     /// Owner, before it sleeps: whether a queued completion must wake it.
     /// Drain the queue after this (module docs).
     pub(crate) fn want(&self, wanted: bool) {
-        self.wanted.store(wanted, Ordering::Relaxed);
+        self.wanted.set_before_draining(wanted);
+    }
+}
+
+/// The two halves of the handshake (module docs), apart from the queue so
+/// that the loom model runs exactly this code.
+struct Wanted(AtomicBool);
+
+impl Wanted {
+    fn new() -> Wanted {
+        Wanted(AtomicBool::new(false))
+    }
+
+    /// Completing thread, after queueing: must the owner be woken?
+    fn after_queueing(&self) -> bool {
         fence(Ordering::SeqCst);
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Owner, before draining the queue.
+    fn set_before_draining(&self, wanted: bool) {
+        self.0.store(wanted, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+    }
+}
+
+/// `RUSTFLAGS="--cfg loom" cargo test --release --lib loom_tests`.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::Wanted;
+    use loom::sync::atomic::{AtomicBool, Ordering};
+    use loom::sync::Arc;
+    use loom::thread;
+
+    /// The owner asks to be woken and then drains; a completion is queued
+    /// meanwhile (a flag stands for the queue's slot, written `Release` and
+    /// read `Acquire` as crossbeam's array channel does). Whatever the
+    /// interleaving, the owner finds the completion or the completing
+    /// thread wakes it. Fails when either fence is removed.
+    #[test]
+    fn a_wanted_quiet_completion_is_found_or_wakes_the_owner() {
+        loom::model(|| {
+            let wanted = Arc::new(Wanted::new());
+            let queued = Arc::new(AtomicBool::new(false));
+            let (w, q) = (Arc::clone(&wanted), Arc::clone(&queued));
+            let completer = thread::spawn(move || {
+                q.store(true, Ordering::Release);
+                w.after_queueing()
+            });
+            wanted.set_before_draining(true);
+            let found = queued.load(Ordering::Acquire);
+            let woken = completer.join().unwrap();
+            assert!(
+                found || woken,
+                "a wanted completion left unseen while the owner sleeps"
+            );
+        });
     }
 }
