@@ -48,6 +48,7 @@ pub mod config;
 pub mod device;
 pub mod error;
 mod guard;
+mod idle;
 pub(crate) mod owner;
 pub mod stats;
 

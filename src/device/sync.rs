@@ -50,11 +50,23 @@ impl SyncEngine {
             workers: Vec::new(),
             done,
         };
-        for _ in 0..depth.clamp(1, MAX_WORKERS) {
+        let workers = depth.clamp(1, MAX_WORKERS) as usize;
+        // What the workers' first waits for a request allocate is made
+        // before `start` returns, while nobody can submit yet (see `idle`):
+        // here, room in the channel for every worker to wait at once; on
+        // each worker's thread, its wait context. `start` returns once
+        // every worker has made its own, so their start-up (std's part
+        // too) is over by then.
+        crate::idle::prepare_to_wait(&engine.rx, workers);
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded(workers);
+        for _ in 0..workers {
             let (rx, done, device) = (engine.rx.clone(), engine.done.clone(), Arc::clone(&device));
+            let ready = ready_tx.clone();
             let spawned = thread::Builder::new()
                 .name("blockcache-sync".into())
                 .spawn(move || {
+                    crate::idle::prepare_to_wait(&rx, 1);
+                    let _ = ready.send(());
                     for mut req in &rx {
                         let result = perform(&device, &mut req);
                         done.complete(req, result);
@@ -64,6 +76,14 @@ impl SyncEngine {
                 Ok(handle) => engine.workers.push(handle),
                 // Dropping `engine` stops the workers already running.
                 Err(e) => return Err(e),
+            }
+        }
+        drop(ready_tx);
+        // Ends early only if a worker died before it was ready (a panic);
+        // the others serve on.
+        for _ in 0..workers {
+            if ready_rx.recv().is_err() {
+                break;
             }
         }
         Ok(engine)

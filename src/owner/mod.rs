@@ -395,7 +395,8 @@ pub(crate) struct Start {
     pub(crate) keepalive: Arc<dyn Send + Sync>,
 }
 
-/// Start the owner thread. Returns its join handle.
+/// Start the owner thread, and return its join handle once the thread is
+/// ready to serve.
 ///
 /// The owner's per-slot records and lists are allocated here, before the
 /// thread starts: a capacity they do not fit is `InvalidConfig` for
@@ -413,6 +414,7 @@ pub(crate) fn spawn(start: Start) -> Result<std::thread::JoinHandle<()>, Error> 
     .map_err(|t| t.for_capacity(capacity))?;
     // Cannot truncate: the capacity is at most `MAX_CAPACITY` (validated).
     let lists = Lists::new(capacity as u32).map_err(|t| t.for_capacity(capacity))?;
+    let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
     let thread = std::thread::Builder::new()
         .name("blockcache-owner".into())
         .spawn(move || {
@@ -421,9 +423,16 @@ pub(crate) fn spawn(start: Start) -> Result<std::thread::JoinHandle<()>, Error> 
                     log::warn!("blockcache: could not pin the owner thread to CPU {id}");
                 }
             }
+            // What the owner's first wait for a message allocates, made now
+            // (see `idle`). Nobody can send yet: `spawn` has not returned.
+            crate::idle::prepare_to_wait(&start.rx, 1);
+            let _ = ready_tx.send(());
             let tx = start.tx.clone();
             Owner::new(start, slots, lists).run(tx);
         })?;
+    // An error means the thread died before it was ready; every call then
+    // answers `Closed`, as it would for an owner that died later.
+    let _ = ready_rx.recv();
     Ok(thread)
 }
 
