@@ -397,7 +397,7 @@ impl Owner {
             return;
         };
         self.assign(slot, dev, block);
-        self.issue_read(slot, None);
         bump(&self.counters.prefetches);
+        self.issue_read(slot, None);
     }
 }

@@ -669,8 +669,11 @@ impl Owner {
         let s = &mut self.slots[slot as usize];
         s.state = State::Reading;
         s.read_awaited = grant.is_some();
-        self.issue(slot, IoKind::Read, grant);
+        // Counted before it starts: the get may be answered by the thread
+        // that completes the read before `issue` returns here, and its
+        // caller must then see the read in `stats`.
         bump(&self.counters.reads_issued);
+        self.issue(slot, IoKind::Read, grant);
     }
 
     /// Write `slot` back. The caller has closed it with no holders
@@ -684,9 +687,9 @@ impl Owner {
         debug_assert_eq!(self.slots[slot as usize].state, State::Resident);
         st.set(DIRTY, false);
         self.slots[slot as usize].state = State::Writing;
-        self.issue(slot, IoKind::Write, None);
         self.writes_in_flight += 1;
         bump(&self.counters.writes_issued);
+        self.issue(slot, IoKind::Write, None);
     }
 
     fn issue(&mut self, slot: u32, kind: IoKind, grant: Option<Grant>) {
