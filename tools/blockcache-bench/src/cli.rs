@@ -117,7 +117,7 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub rounds: usize,
     /// Baselines, a comma list; ratios are to the first (at the same
-    /// depth). Default: hot pread,map; random uring,direct; mixed pread;
+    /// depth). Default: hot pread,map; random uring,direct; mixed direct,pread;
     /// scan pread,uring; devices direct,pread,uring. `none`: the cache alone.
     #[arg(long, value_name = "B[,B..]", value_delimiter = ',', value_enum)]
     pub baseline: Vec<Baseline>,
@@ -210,7 +210,7 @@ pub fn baselines_for(w: Workload) -> (&'static [Baseline], &'static [Baseline]) 
     match w {
         Workload::Hot => (&[Pread, Map], &[Pread, Map, Direct]),
         Workload::Random => (&[Uring, Direct], &[Uring, Direct, Pread]),
-        Workload::Mixed => (&[Pread], &[Pread, Direct]),
+        Workload::Mixed => (&[Direct, Pread], &[Direct, Pread]),
         Workload::Scan => (&[Pread, Uring], &[Pread, Uring, Direct]),
         Workload::Devices => (&[Direct, Pread, Uring], &[Direct, Pread, Uring]),
     }
