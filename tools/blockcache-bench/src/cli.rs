@@ -6,7 +6,7 @@
 //! checked when the run prepares its files ([`crate::files`]).
 
 use crate::drive::Limit;
-use blockcache::config::{MAX_BLOCK_SIZE, MAX_QUEUE_DEPTH, MIN_BLOCK_SIZE};
+use blockcache::config::{MAX_BLOCK_SIZE, MAX_CAPACITY, MAX_QUEUE_DEPTH, MIN_BLOCK_SIZE};
 use blockcache::EngineKind;
 use clap::{Parser, ValueEnum};
 use serde::Serialize;
@@ -27,6 +27,20 @@ pub enum Workload {
     Scan,
     /// 64 files: prefetch the first block of each, then get each (LVM's scan).
     Devices,
+    /// N blocks made dirty, then one flush / invalidate_device / close of them.
+    Flush,
+}
+
+/// An operation the `flush` workload times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlushOp {
+    /// `Cache::flush`.
+    Flush,
+    /// `Cache::invalidate_device`.
+    Invalidate,
+    /// `Cache::close`.
+    Close,
 }
 
 /// A system the cache is compared with.
@@ -134,9 +148,17 @@ pub struct Cli {
     /// CPU use after the workload; 0 skips it.
     #[arg(long, value_name = "S", default_value_t = 2.0)]
     pub idle_seconds: f64,
-    /// Let `mixed` write into the file given with --file (its contents are lost).
+    /// Let `mixed` and `flush` write into the file given with --file (its
+    /// contents are lost).
     #[arg(long)]
     pub allow_writes: bool,
+    /// Dirty blocks per `flush` run, a comma list (1k = 1024) [default:
+    /// 1k,16k; the large sizes: 1k,16k,256k,1m].
+    #[arg(long, value_name = "N[,N..]", value_delimiter = ',', value_parser = parse_size)]
+    pub blocks: Vec<u64>,
+    /// Operations the `flush` workload times, a comma list [default: all].
+    #[arg(long = "op", value_name = "OP[,OP..]", value_delimiter = ',', value_enum)]
+    pub flush_ops: Vec<FlushOp>,
 }
 
 /// A checked run: every default filled in.
@@ -172,6 +194,10 @@ pub struct Plan {
     pub baselines_explicit: bool,
     /// `--allow-writes`.
     pub allow_writes: bool,
+    /// Dirty blocks per run of `flush`; empty for the other workloads.
+    pub blocks: Vec<u64>,
+    /// The operations `flush` times; empty for the other workloads.
+    pub flush_ops: Vec<FlushOp>,
     /// How long the idle cache is watched.
     pub idle: Duration,
     /// `--json`.
@@ -213,6 +239,7 @@ pub fn baselines_for(w: Workload) -> (&'static [Baseline], &'static [Baseline]) 
         Workload::Mixed => (&[Direct, Pread], &[Direct, Pread]),
         Workload::Scan => (&[Pread, Uring], &[Pread, Uring, Direct]),
         Workload::Devices => (&[Direct, Pread, Uring], &[Direct, Pread, Uring]),
+        Workload::Flush => (&[], &[]),
     }
 }
 
@@ -223,6 +250,7 @@ fn name(w: Workload) -> &'static str {
         Workload::Mixed => "mixed",
         Workload::Scan => "scan",
         Workload::Devices => "devices",
+        Workload::Flush => "flush",
     }
 }
 
@@ -331,12 +359,39 @@ impl Cli {
         if self.file.is_some() && self.file_mb.is_some() {
             return Err("--file-mb sizes the temporary file; --file PATH is used at its own size".into());
         }
-        if self.file.is_some() && w == Workload::Mixed && !self.allow_writes {
-            return Err(
-                "the mixed workload writes into --file PATH, destroying its contents: \
+        if self.file.is_some() && matches!(w, Workload::Mixed | Workload::Flush) && !self.allow_writes {
+            return Err(format!(
+                "the {wname} workload writes into --file PATH, destroying its contents: \
                  add --allow-writes if that is what you want"
-                    .into(),
-            );
+            ));
+        }
+        let flush = w == Workload::Flush;
+        let flush_flags = !self.blocks.is_empty() || !self.flush_ops.is_empty();
+        if flush_flags && !flush {
+            return Err("--blocks and --op apply to the flush workload only".into());
+        }
+        if let Some(n) = self
+            .blocks
+            .iter()
+            .find(|&&n| !(1..=MAX_CAPACITY as u64 * 2 / 3).contains(&n))
+        {
+            return Err(format!(
+                "--blocks {n}: must be from 1 to {} (the pool holds 3/2 of them)",
+                MAX_CAPACITY as u64 * 2 / 3
+            ));
+        }
+        let mut blocks = match (flush, self.blocks.is_empty()) {
+            (true, true) => vec![1 << 10, 16 << 10],
+            _ => self.blocks.clone(),
+        };
+        dedup(&mut blocks);
+        let mut flush_ops = match (flush, self.flush_ops.is_empty()) {
+            (true, true) => vec![FlushOp::Flush, FlushOp::Invalidate, FlushOp::Close],
+            _ => self.flush_ops.clone(),
+        };
+        dedup(&mut flush_ops);
+        if flush && threads != [1] {
+            return Err("--threads: the flush workload runs its operation from one thread".into());
         }
         if w != Workload::Devices && self.devices != 64 {
             return Err("--devices applies to the devices workload only".into());
@@ -352,6 +407,7 @@ impl Cli {
             (None, Workload::Mixed) => cache_bytes * 10,
             (None, Workload::Scan) => cache_bytes * 4,
             (None, Workload::Devices) => (16 * bs).max(64 << 10),
+            (None, Workload::Flush) => blocks.iter().max().expect("not empty") * bs,
         };
         if file_bytes < 2 * bs {
             return Err(format!(
@@ -388,11 +444,23 @@ impl Cli {
             baselines,
             baselines_explicit: explicit,
             allow_writes: self.allow_writes,
+            blocks,
+            flush_ops,
             idle: Duration::from_secs_f64(self.idle_seconds),
             json: self.json.clone(),
             plot: self.plot.clone(),
         })
     }
+}
+
+/// Drop repeats from `v`, keeping the first of each.
+fn dedup<T: PartialEq + Copy>(v: &mut Vec<T>) {
+    let mut seen = Vec::with_capacity(v.len());
+    v.retain(|x| {
+        let new = !seen.contains(x);
+        seen.push(*x);
+        new
+    });
 }
 
 /// /var/tmp (disk-backed, so O_DIRECT works), else the system temp dir.
@@ -432,6 +500,29 @@ mod tests {
                 .file_bytes,
             40 << 20
         );
+    }
+
+    #[test]
+    fn flush_takes_block_counts_and_operations() {
+        let p = plan(&["--workload", "flush"]).unwrap();
+        assert_eq!(p.blocks, [1 << 10, 16 << 10]);
+        assert_eq!(p.flush_ops, [FlushOp::Flush, FlushOp::Invalidate, FlushOp::Close]);
+        assert_eq!(p.file_bytes, (16 << 10) * 4096);
+        assert!(p.baselines.is_empty());
+        let p = plan(&[
+            "--workload",
+            "flush",
+            "--blocks",
+            "1k,16k,256k,1m,1k",
+            "--op",
+            "close,flush",
+        ])
+        .unwrap();
+        assert_eq!(p.blocks, [1 << 10, 16 << 10, 256 << 10, 1 << 20]);
+        assert_eq!(p.flush_ops, [FlushOp::Close, FlushOp::Flush]);
+        assert_eq!(p.file_bytes, 4 << 30);
+        let hot = plan(&[]).unwrap();
+        assert!(hot.blocks.is_empty() && hot.flush_ops.is_empty());
     }
 
     #[test]
@@ -492,6 +583,12 @@ mod tests {
             (&["--devices", "8"], "devices workload only"),
             (&["--plot", "out.png"], ".svg"),
             (&["--idle-seconds", "100"], "--idle-seconds"),
+            (&["--blocks", "1k"], "flush workload only"),
+            (&["--op", "close"], "flush workload only"),
+            (&["--workload", "flush", "--blocks", "0"], "--blocks 0"),
+            (&["--workload", "flush", "--threads", "2"], "one thread"),
+            (&["--workload", "flush", "--file", "/x"], "--allow-writes"),
+            (&["--workload", "flush", "--op", "sync"], "invalid value"),
         ];
         for (args, want) in cases {
             match plan(args) {

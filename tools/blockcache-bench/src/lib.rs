@@ -12,7 +12,8 @@
 //!   cache hit is judged against).
 //!
 //! Workloads ([`cli::Workload`]): `hot`, `random`, `mixed`, `scan`,
-//! `devices`. Every case is run in each of several rounds, the systems of a
+//! `devices`, and `flush` (the cache alone: what writing back N dirty
+//! blocks costs the owner thread). Every case is run in each of several rounds, the systems of a
 //! round back to back in a rotating order, and every reported number is the
 //! median over the rounds; a ratio is the median of the per-round ratios, so
 //! it compares runs made seconds apart. Absolute numbers from different runs

@@ -11,7 +11,7 @@ use clap::Parser;
 use std::time::{Duration, Instant};
 
 /// The suite: a name and the tool's flags for it.
-pub const SUITE: [(&str, &[&str]); 5] = [
+pub const SUITE: [(&str, &[&str]); 6] = [
     (
         "hot",
         &[
@@ -50,6 +50,7 @@ pub const SUITE: [(&str, &[&str]); 5] = [
         "devices",
         &["--workload", "devices", "--cache-mb", "8", "--seconds", "0.3"],
     ),
+    ("flush", &["--workload", "flush"]),
 ];
 
 /// Seconds the idle cache is watched.

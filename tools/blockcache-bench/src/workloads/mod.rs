@@ -1,8 +1,9 @@
-//! The five workloads, each run on the cache and its baselines, and the
+//! The six workloads, each run on the cache and its baselines, and the
 //! round-robin that runs them: every round runs every case of a group once,
 //! back to back, starting one case later each round.
 
 mod devices;
+mod flush;
 mod hot;
 mod mixed;
 mod random;
@@ -214,6 +215,7 @@ pub fn prepare(plan: &Plan) -> Result<Box<dyn Runner>> {
         Workload::Mixed => Box::new(mixed::Mixed::prepare(plan)?),
         Workload::Scan => Box::new(scan::Scan::prepare(plan)?),
         Workload::Devices => Box::new(devices::Devices::prepare(plan)?),
+        Workload::Flush => Box::new(flush::Flush::prepare(plan)?),
     })
 }
 
