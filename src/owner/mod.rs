@@ -51,6 +51,7 @@
 //! buffer the kernel is filling is never visible to a guard.
 
 mod dead;
+mod completions;
 pub(crate) mod get;
 pub(crate) mod index;
 pub(crate) mod lists;
