@@ -132,6 +132,7 @@ impl Owner {
         shared.state.set(READ_ONLY, read_only);
         self.slots[slot as usize].key = (dev, block);
         self.shared.index.insert(dev, block, slot);
+        self.join_device(slot, dev);
     }
 
     /// Grant `slot` in `mode` if it is resident and free in that mode,
@@ -294,6 +295,7 @@ impl Owner {
             }
             let key = self.slots[slot as usize].key;
             self.shared.index.remove(key.0, key.1, slot);
+            self.leave_device(slot);
             self.slots[slot as usize].state = State::Free;
             self.lists.move_to(slot, List::Free);
             bump(&self.counters.evictions);

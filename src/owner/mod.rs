@@ -2,7 +2,7 @@
 //!
 //! A single thread assigns slots, reads, writes back, evicts, wakes
 //! waiters and keeps the lists (see [`lists`]), the waiters and the device
-//! table. Clients and engines reach it through one crossbeam channel of
+//! table, with each device's slots ([`device_slots`]). Clients and engines reach it through one crossbeam channel of
 //! [`Msg`], and it answers each request through the [`Replier`] the
 //! request carried.
 //!
@@ -52,6 +52,7 @@
 
 mod dead;
 mod completions;
+pub(crate) mod device_slots;
 pub(crate) mod get;
 pub(crate) mod index;
 pub(crate) mod lists;
@@ -69,6 +70,7 @@ use crate::error::{Error, IoFailure};
 use crate::stats::{bump, Counters};
 use crate::DeviceId;
 use crossbeam_channel::{Receiver, Sender};
+use device_slots::{Chain, DeviceSlots};
 use index::Index;
 use lists::{List, Lists};
 use pool::{BlockBuf, Pool};
@@ -327,6 +329,8 @@ pub(crate) struct Device {
     pub(crate) quiesced: bool,
     /// Submitted since the last unplug.
     pub(crate) plugged: bool,
+    /// The slots holding its blocks (see [`device_slots`]).
+    pub(crate) slots: Chain,
 }
 
 pub(crate) struct Owner {
@@ -342,6 +346,8 @@ pub(crate) struct Owner {
     pub(crate) slot_queue: WaitQueue,
     pub(crate) devices: FxHashMap<DeviceId, Device>,
     pub(crate) ops: Slab<ops::Op>,
+    /// For each device, the slots holding its blocks.
+    pub(crate) dev_slots: DeviceSlots,
     /// Syncs in flight, each with the ops waiting for its result.
     pub(crate) syncs: Slab<SyncWait>,
     /// Writebacks submitted and not completed.
@@ -451,6 +457,7 @@ impl Owner {
             slot_queue: WaitQueue::default(),
             devices: FxHashMap::default(),
             ops: Slab::new(),
+            dev_slots: DeviceSlots::new(capacity),
             syncs: Slab::new(),
             writes_in_flight: 0,
             handles_gone: false,
@@ -589,6 +596,7 @@ impl Owner {
                         closing: false,
                         quiesced: false,
                         plugged: false,
+                        slots: Chain::default(),
                     },
                 );
                 reply.send(Ok(Answer::Unit));
@@ -795,6 +803,7 @@ impl Owner {
         s.state = State::Free;
         s.error = None;
         self.shared.index.remove(key.0, key.1, slot);
+        self.leave_device(slot);
         self.lists.move_to(slot, List::Free);
         while let Some(w) = self.pop_waiter(QueueId::Block(slot)) {
             self.push_waiter(QueueId::Slots, w);

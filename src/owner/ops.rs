@@ -285,8 +285,9 @@ impl Owner {
                 for slot in self.device_slots(dev) {
                     self.drop_unheld(slot);
                 }
-                debug_assert!(
-                    self.device_slots(dev).is_empty(),
+                debug_assert_eq!(
+                    self.devices[&dev].slots.len(),
+                    0,
                     "close left a block of its device cached"
                 );
                 if let Some(mut d) = self.devices.remove(&dev) {
@@ -361,16 +362,6 @@ impl Owner {
         if self.slots[slot as usize].state == State::Resident && self.shared.try_close(slot) {
             self.free_slot(slot);
         }
-    }
-
-    /// Slots holding blocks of `dev`.
-    fn device_slots(&self, dev: DeviceId) -> Vec<u32> {
-        (0..self.slots.len() as u32)
-            .filter(|&s| {
-                let slot = &self.slots[s as usize];
-                slot.state != State::Free && slot.key.0 == dev
-            })
-            .collect()
     }
 
     /// Close every resident block of `dev` to clients, all or none:
