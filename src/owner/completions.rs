@@ -110,4 +110,14 @@ impl Owner {
         self.serve_block(slot);
         self.slot_io_done(slot, err, true);
     }
+
+    /// Tell every op waiting for `slot`'s I/O that it finished: exactly the
+    /// ops the slot lists, first waiter first.
+    fn slot_io_done(&mut self, slot: u32, err: Option<&IoFailure>, write: bool) {
+        let dev = self.slots[slot as usize].key.0;
+        let mut waiting = self.op_waits.take(slot);
+        while let Some(id) = self.op_waits.next(&mut waiting) {
+            self.op_io_done(id, slot, dev, err, write);
+        }
+    }
 }

@@ -2,7 +2,8 @@
 //!
 //! A single thread assigns slots, reads, writes back, evicts, wakes
 //! waiters and keeps the lists (see [`lists`]), the waiters and the device
-//! table, with each device's slots ([`device_slots`]). Clients and engines reach it through one crossbeam channel of
+//! table, with each device's slots ([`device_slots`]) and the ops waiting
+//! for each slot's I/O ([`op_waits`]). Clients and engines reach it through one crossbeam channel of
 //! [`Msg`], and it answers each request through the [`Replier`] the
 //! request carried.
 //!
@@ -56,6 +57,7 @@ pub(crate) mod device_slots;
 pub(crate) mod get;
 pub(crate) mod index;
 pub(crate) mod lists;
+pub(crate) mod op_waits;
 pub(crate) mod ops;
 pub(crate) mod pool;
 pub(crate) mod quiet;
@@ -73,6 +75,7 @@ use crossbeam_channel::{Receiver, Sender};
 use device_slots::{Chain, DeviceSlots};
 use index::Index;
 use lists::{List, Lists};
+use op_waits::OpWaits;
 use pool::{BlockBuf, Pool};
 use quiet::Quiet;
 use readers::Readers;
@@ -132,7 +135,7 @@ impl Drop for Replier {
 }
 
 /// Operations that act on many blocks and may wait for I/O.
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) enum OpKind {
     Flush(Option<DeviceId>),
     Invalidate(DeviceId, Option<u64>),
@@ -346,6 +349,8 @@ pub(crate) struct Owner {
     pub(crate) slot_queue: WaitQueue,
     pub(crate) devices: FxHashMap<DeviceId, Device>,
     pub(crate) ops: Slab<ops::Op>,
+    /// For each slot with I/O in flight, the ops waiting for it.
+    pub(crate) op_waits: OpWaits,
     /// For each device, the slots holding its blocks.
     pub(crate) dev_slots: DeviceSlots,
     /// Syncs in flight, each with the ops waiting for its result.
@@ -457,6 +462,7 @@ impl Owner {
             slot_queue: WaitQueue::default(),
             devices: FxHashMap::default(),
             ops: Slab::new(),
+            op_waits: OpWaits::new(capacity),
             dev_slots: DeviceSlots::new(capacity),
             syncs: Slab::new(),
             writes_in_flight: 0,

@@ -1,16 +1,20 @@
 //! The operations that span many blocks and wait for I/O: flush,
 //! invalidate, close, abort, shutdown.
 //!
-//! An [`Op`] lives in a slab while it waits. It records the slots whose I/O
-//! it waits for; each completion removes its slot from every op waiting on
-//! it, and an op with nothing left to wait for moves to its next phase:
-//! writes → syncs → (for close) drain → reply.
+//! An [`Op`] lives in a slab while it waits. It counts the I/Os it waits
+//! for, and each slot with I/O in flight knows the ops waiting for it
+//! (`op_waits`), so a completion reaches exactly those ops, in O(1) each
+//! (`completions`). An op with nothing left to wait for moves to its next
+//! phase: writes → syncs → (for close) drain → reply. Device-wide steps
+//! visit the device's own slots (`device_slots`), never every slot of the
+//! cache.
 
 use super::{Answer, OpKind, Owner, Replier, State};
 use crate::error::{Error, IoFailure};
 use crate::owner::lists::List;
 use crate::owner::slot_state::DIRTY;
 use crate::DeviceId;
+use rustc_hash::FxHashMap;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -24,29 +28,20 @@ pub(crate) struct Op {
     kind: OpKind,
     reply: Option<Replier>,
     phase: Phase,
-    /// Slots with I/O in flight this op waits for.
-    waiting: Vec<u32>,
+    /// I/Os in flight that this op waits for. Each one's slot lists the op
+    /// in `Owner::op_waits`, which is how its completion finds the op.
+    outstanding: u32,
     syncs_pending: u32,
     error: Option<IoFailure>,
     /// Blocks this op could not make durable.
     failed: u64,
     /// Blocks this op wrote, per device (what a failed sync loses).
-    written: Vec<(DeviceId, u64)>,
+    written: FxHashMap<DeviceId, u64>,
     /// A block of the device was held: invalidate reports Busy.
     busy: bool,
 }
 
 impl Op {
-    /// Wait for a write of `slot` (to `dev`), and count it among the
-    /// blocks a failed sync of `dev` would lose.
-    fn wait_for_write(&mut self, slot: u32, dev: DeviceId) {
-        self.waiting.push(slot);
-        match self.written.iter_mut().find(|w| w.0 == dev) {
-            Some(w) => w.1 += 1,
-            None => self.written.push((dev, 1)),
-        }
-    }
-
     fn note_error(&mut self, e: &IoFailure) {
         if self.error.is_none() {
             self.error = Some(e.clone());
@@ -59,55 +54,6 @@ impl Op {
 }
 
 impl Owner {
-    /// Tell every op waiting for `slot`'s I/O that it finished.
-    pub(super) fn slot_io_done(&mut self, slot: u32, err: Option<&IoFailure>, write: bool) {
-        let dev = self.slots[slot as usize].key.0;
-        let ids: Vec<usize> = self
-            .ops
-            .iter()
-            .filter(|(_, op)| op.waiting.contains(&slot))
-            .map(|(id, _)| id)
-            .collect();
-        for id in ids {
-            let op = &mut self.ops[id];
-            op.waiting.retain(|&s| s != slot);
-            if let (Some(e), true) = (err, write) {
-                if !matches!(op.kind, OpKind::Abort(_)) {
-                    op.note_error(e);
-                    op.failed += 1;
-                    // Lost already: a failed sync must not count it again.
-                    if let Some(w) = op.written.iter_mut().find(|w| w.0 == dev) {
-                        w.1 = w.1.saturating_sub(1);
-                    }
-                }
-            }
-            match op.kind {
-                OpKind::Invalidate(..) => self.drop_if_clean(id, slot),
-                OpKind::Abort(_) => self.drop_unheld(slot),
-                _ => {}
-            }
-            self.advance(id);
-        }
-    }
-
-    pub(super) fn sync_done(&mut self, id: usize, dev: DeviceId, result: Result<(), IoFailure>) {
-        match result {
-            Ok(()) => {}
-            Err(e) => {
-                // The kernel may have dropped the writes it was syncing:
-                // count them lost and sync again next time.
-                if let Some(d) = self.devices.get_mut(&dev) {
-                    d.unsynced = true;
-                }
-                let op = &mut self.ops[id];
-                op.note_error(&e);
-                op.failed += op.written.iter().filter(|w| w.0 == dev).map(|w| w.1).sum::<u64>();
-            }
-        }
-        self.ops[id].syncs_pending -= 1;
-        self.advance(id);
-    }
-
     pub(super) fn start_op(&mut self, kind: OpKind, reply: Option<Replier>) {
         if let Some(dev) = kind.device() {
             let Some(d) = self.devices.get(&dev).filter(|d| !d.closing) else {
@@ -125,22 +71,27 @@ impl Owner {
                 }
             }
         }
-        let mut op = Op {
+        if let OpKind::Close(dev) | OpKind::Abort(dev) = kind {
+            if !self.close_device_slots(dev) {
+                return reply.map_or((), |r| r.send(Err(Error::Busy)));
+            }
+        }
+        let id = self.ops.insert(Op {
             kind,
             reply,
             phase: Phase::Writes,
-            waiting: Vec::new(),
+            outstanding: 0,
             syncs_pending: 0,
             error: None,
             failed: 0,
-            written: Vec::new(),
+            written: FxHashMap::default(),
             busy: false,
-        };
-        match op.kind {
-            OpKind::Flush(dev) => self.write_dirty(&mut op, dev),
-            OpKind::Shutdown => self.write_dirty(&mut op, None),
+        });
+        match kind {
+            OpKind::Flush(dev) => self.write_dirty(id, dev),
+            OpKind::Shutdown => self.write_dirty(id, None),
             OpKind::Final => {
-                self.write_dirty(&mut op, None);
+                self.write_dirty(id, None);
                 // With no guard left, wait out reads in flight too
                 // (prefetches), so the threads can stop as soon as this op
                 // ends. With guards left we will not stop yet: the last
@@ -148,28 +99,22 @@ impl Owner {
                 if !self.any_held() {
                     for slot in self.lists.collect(List::IoPending) {
                         if self.slots[slot as usize].state == State::Reading {
-                            op.waiting.push(slot);
+                            self.wait_on(id, slot);
                         }
                     }
                 }
             }
             OpKind::Close(dev) => {
-                if !self.close_device_slots(dev) {
-                    return op.reply.take().map_or((), |r| r.send(Err(Error::Busy)));
-                }
                 let d = self.devices.get_mut(&dev).expect("checked above");
                 d.closing = true;
                 d.quiesced = true;
-                self.write_dirty(&mut op, Some(dev));
+                self.write_dirty(id, Some(dev));
             }
             OpKind::Abort(dev) => {
-                if !self.close_device_slots(dev) {
-                    return op.reply.take().map_or((), |r| r.send(Err(Error::Busy)));
-                }
                 self.devices.get_mut(&dev).expect("checked above").quiesced = true;
                 for slot in self.device_slots(dev) {
                     match self.slots[slot as usize].state {
-                        State::Reading | State::Writing => op.waiting.push(slot),
+                        State::Reading | State::Writing => self.wait_on(id, slot),
                         _ => self.free_slot(slot),
                     }
                 }
@@ -181,51 +126,115 @@ impl Owner {
                 };
                 for slot in slots {
                     if matches!(self.slots[slot as usize].state, State::Reading | State::Writing) {
-                        op.waiting.push(slot);
+                        self.wait_on(id, slot);
                     } else if !self.shared.try_close(slot) {
                         // Never write back or clean a block someone holds
                         // (LVM bug C); it stays as its holder left it.
-                        op.busy = true;
-                    } else if self.shared.slots[slot as usize].state.load() & DIRTY != 0 {
+                        self.ops[id].busy = true;
+                    } else if self.is_dirty(slot) {
                         self.issue_write(slot);
-                        op.wait_for_write(slot, dev);
+                        self.wait_for_write(id, slot);
                     } else {
                         self.free_slot(slot);
                     }
                 }
             }
         }
-        let id = self.ops.insert(op);
         self.advance(id);
     }
 
     /// Start writing every unheld dirty block of `dev` (all devices for
-    /// `None`), oldest first, and wait for those already being written.
-    fn write_dirty(&mut self, op: &mut Op, dev: Option<DeviceId>) {
+    /// `None`) for op `id`, oldest first, and wait for those already being
+    /// written.
+    fn write_dirty(&mut self, id: usize, dev: Option<DeviceId>) {
         let mine = |o: &Owner, s: u32| dev.is_none_or(|d| o.slots[s as usize].key.0 == d);
+        // Writebacks already in flight carry data this op promises too.
+        for slot in self.lists.collect(List::IoPending) {
+            if mine(self, slot) && self.slots[slot as usize].state == State::Writing {
+                self.wait_for_write(id, slot);
+            }
+        }
         for list in [List::Dirty, List::Errored] {
             for slot in self.lists.collect(list) {
                 // Held blocks are skipped: the next flush writes them.
                 if mine(self, slot) && self.try_writeback(slot) {
-                    op.wait_for_write(slot, self.slots[slot as usize].key.0);
+                    self.wait_for_write(id, slot);
                 }
             }
         }
-        // Writebacks already in flight carry data this op promises too.
-        for slot in self.lists.collect(List::IoPending) {
-            if mine(self, slot)
-                && self.slots[slot as usize].state == State::Writing
-                && !op.waiting.contains(&slot)
-            {
-                op.wait_for_write(slot, self.slots[slot as usize].key.0);
+    }
+
+    /// Op `id` waits for the I/O in flight on `slot`.
+    fn wait_on(&mut self, id: usize, slot: u32) {
+        self.op_waits.add(slot, id);
+        self.ops[id].outstanding += 1;
+    }
+
+    /// Op `id` waits for the write in flight on `slot`, one of the blocks a
+    /// failed sync of its device would lose.
+    fn wait_for_write(&mut self, id: usize, slot: u32) {
+        self.wait_on(id, slot);
+        let dev = self.slots[slot as usize].key.0;
+        *self.ops[id].written.entry(dev).or_insert(0) += 1;
+    }
+
+    /// A resident block newer than the disk (held or not).
+    fn is_dirty(&self, slot: u32) -> bool {
+        self.shared.slots[slot as usize].state.load() & DIRTY != 0
+    }
+
+    /// Op `id` hears that the I/O it waited for on `slot` of `dev` (a write
+    /// if `write`) has ended with `err`.
+    pub(super) fn op_io_done(
+        &mut self,
+        id: usize,
+        slot: u32,
+        dev: DeviceId,
+        err: Option<&IoFailure>,
+        write: bool,
+    ) {
+        let op = &mut self.ops[id];
+        op.outstanding -= 1;
+        if let (Some(e), true) = (err, write) {
+            if !matches!(op.kind, OpKind::Abort(_)) {
+                op.note_error(e);
+                op.failed += 1;
+                // Lost already: a failed sync must not count it again.
+                if let Some(w) = op.written.get_mut(&dev) {
+                    *w = w.saturating_sub(1);
+                }
             }
         }
+        match op.kind {
+            OpKind::Invalidate(..) => self.drop_if_clean(id, slot),
+            OpKind::Abort(_) => self.drop_unheld(slot),
+            _ => {}
+        }
+        self.advance(id);
+    }
+
+    pub(super) fn sync_done(&mut self, id: usize, dev: DeviceId, result: Result<(), IoFailure>) {
+        match result {
+            Ok(()) => {}
+            Err(e) => {
+                // The kernel may have dropped the writes it was syncing:
+                // count them lost and sync again next time.
+                if let Some(d) = self.devices.get_mut(&dev) {
+                    d.unsynced = true;
+                }
+                let op = &mut self.ops[id];
+                op.note_error(&e);
+                op.failed += op.written.get(&dev).copied().unwrap_or(0);
+            }
+        }
+        self.ops[id].syncs_pending -= 1;
+        self.advance(id);
     }
 
     /// Move op `id` on as far as it can go without waiting; reply and
     /// retire it at the end.
     fn advance(&mut self, id: usize) {
-        if !self.ops[id].waiting.is_empty() {
+        if self.ops[id].outstanding > 0 {
             return;
         }
         let op = &self.ops[id];
@@ -273,11 +282,11 @@ impl Owner {
                 self.ops[id].phase = Phase::Drain;
                 for slot in self.device_slots(dev) {
                     match self.slots[slot as usize].state {
-                        State::Reading => self.ops[id].waiting.push(slot),
+                        State::Reading => self.wait_on(id, slot),
                         _ => self.drop_unheld(slot),
                     }
                 }
-                if !self.ops[id].waiting.is_empty() {
+                if self.ops[id].outstanding > 0 {
                     return;
                 }
             }
@@ -347,10 +356,9 @@ impl Owner {
         if self.slots[slot as usize].state != State::Resident {
             return; // a failed read already freed it
         }
-        let st = &self.shared.slots[slot as usize].state;
         if !self.shared.try_close(slot) {
             self.ops[id].busy = true;
-        } else if st.load() & DIRTY != 0 {
+        } else if self.is_dirty(slot) {
             self.reopen(slot);
         } else {
             self.free_slot(slot);
