@@ -36,7 +36,9 @@
 //!    failed CAS falls back to asking), and the owner makes a client
 //!    wait only for (a) a guard held by some client, (b) an I/O in flight,
 //!    or (c) a free slot while some slot is held, dirty or in flight.
-//!    (b) always ends; (a) and (c) end when guards are dropped. A thread
+//!    (b) always ends — an op that still has writebacks to start keeps
+//!    one of its I/Os in flight, whose completion starts the next
+//!    ([`ops`]) — and (a) and (c) end when guards are dropped. A thread
 //!    that waits for a block while itself holding a conflicting guard (or
 //!    holding every block) waits forever, exactly as with a `RwLock`:
 //!    use `try_read`/`try_write` where that can happen.

@@ -8,6 +8,26 @@
 //! phase: writes → syncs → (for close) drain → reply. Device-wide steps
 //! visit the device's own slots (`device_slots`), never every slot of the
 //! cache.
+//!
+//! # Writebacks in bounded batches
+//!
+//! An op that writes blocks back lists them when it begins — the dirty
+//! blocks, oldest first (invalidate: its device's, in the device's order)
+//! — and keeps at most `Op::limit` I/Os in flight, starting the next
+//! writeback as each of its I/Os completes. So a flush of a million blocks
+//! never has the owner submit a million requests before it reads its
+//! channel again: gets, releases and other ops queued meanwhile are
+//! answered between two completions, and the engines' queues stay short.
+//! An op with writebacks left to start always has an I/O in flight (it
+//! stops starting them only at its limit), so a completion always comes to
+//! start the rest (rule 4 (b) of the module docs of `owner`).
+//!
+//! A listed block is looked at when its turn comes: held then, it is
+//! skipped (a held block is never written back; the next flush writes it)
+//! or, for invalidate, makes the op `Busy`; being written back by someone
+//! else, its write is waited for; written meanwhile, it is done. Blocks
+//! that become dirty after the op began are not on its list, so writers
+//! cannot keep it from ending.
 
 use super::{Answer, OpKind, Owner, Replier, State};
 use crate::error::{Error, IoFailure};
@@ -15,6 +35,10 @@ use crate::owner::lists::List;
 use crate::owner::slot_state::DIRTY;
 use crate::DeviceId;
 use rustc_hash::FxHashMap;
+
+/// The most I/Os one op keeps in flight: the owner's channel holds as many
+/// messages, so the completions of a whole batch can queue there at once.
+const MAX_OP_IO: u32 = 4096;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -31,6 +55,12 @@ pub(crate) struct Op {
     /// I/Os in flight that this op waits for. Each one's slot lists the op
     /// in `Owner::op_waits`, which is how its completion finds the op.
     outstanding: u32,
+    /// Blocks to write back, by slot, listed when the op began; those
+    /// before `next` have had their turn.
+    todo: Vec<u32>,
+    next: usize,
+    /// The most I/Os in flight while writebacks are left to start.
+    limit: u32,
     syncs_pending: u32,
     error: Option<IoFailure>,
     /// Blocks this op could not make durable.
@@ -50,6 +80,11 @@ impl Op {
 
     fn device(&self) -> Option<DeviceId> {
         self.kind.device()
+    }
+
+    /// Writebacks are left to start.
+    fn has_todo(&self) -> bool {
+        self.next < self.todo.len()
     }
 }
 
@@ -81,6 +116,9 @@ impl Owner {
             reply,
             phase: Phase::Writes,
             outstanding: 0,
+            todo: Vec::new(),
+            next: 0,
+            limit: self.op_limit(kind.device()),
             syncs_pending: 0,
             error: None,
             failed: 0,
@@ -127,15 +165,15 @@ impl Owner {
                 for slot in slots {
                     if matches!(self.slots[slot as usize].state, State::Reading | State::Writing) {
                         self.wait_on(id, slot);
-                    } else if !self.shared.try_close(slot) {
-                        // Never write back or clean a block someone holds
-                        // (LVM bug C); it stays as its holder left it.
-                        self.ops[id].busy = true;
                     } else if self.is_dirty(slot) {
-                        self.issue_write(slot);
-                        self.wait_for_write(id, slot);
-                    } else {
+                        // Written back (or found held) at its turn.
+                        self.ops[id].todo.push(slot);
+                    } else if self.shared.try_close(slot) {
                         self.free_slot(slot);
+                    } else {
+                        // Never clean a block someone holds (LVM bug C);
+                        // it stays as its holder left it.
+                        self.ops[id].busy = true;
                     }
                 }
             }
@@ -143,9 +181,20 @@ impl Owner {
         self.advance(id);
     }
 
-    /// Start writing every unheld dirty block of `dev` (all devices for
-    /// `None`) for op `id`, oldest first, and wait for those already being
-    /// written.
+    /// How many I/Os an op over `scope` keeps in flight: twice the queue
+    /// depth per device it may write to, so that each device has a queue's
+    /// worth waiting while the owner handles the last batch's completions.
+    fn op_limit(&self, scope: Option<DeviceId>) -> u32 {
+        let devices = match scope {
+            Some(_) => 1,
+            None => self.devices.len().max(1) as u32,
+        };
+        (2 * self.depth).saturating_mul(devices).min(MAX_OP_IO)
+    }
+
+    /// List every dirty block of `dev` (all devices for `None`) for op
+    /// `id` to write, oldest first (failed ones last), and wait for those
+    /// already being written.
     fn write_dirty(&mut self, id: usize, dev: Option<DeviceId>) {
         let mine = |o: &Owner, s: u32| dev.is_none_or(|d| o.slots[s as usize].key.0 == d);
         // Writebacks already in flight carry data this op promises too.
@@ -154,14 +203,10 @@ impl Owner {
                 self.wait_for_write(id, slot);
             }
         }
-        for list in [List::Dirty, List::Errored] {
-            for slot in self.lists.collect(list) {
-                // Held blocks are skipped: the next flush writes them.
-                if mine(self, slot) && self.try_writeback(slot) {
-                    self.wait_for_write(id, slot);
-                }
-            }
-        }
+        let mut todo = self.lists.collect(List::Dirty);
+        todo.extend(self.lists.collect(List::Errored));
+        todo.retain(|&s| mine(self, s));
+        self.ops[id].todo = todo;
     }
 
     /// Op `id` waits for the I/O in flight on `slot`.
@@ -181,6 +226,57 @@ impl Owner {
     /// A resident block newer than the disk (held or not).
     fn is_dirty(&self, slot: u32) -> bool {
         self.shared.slots[slot as usize].state.load() & DIRTY != 0
+    }
+
+    /// Give op `id`'s listed blocks their turns until it has `limit` I/Os
+    /// in flight or none is left.
+    fn refill(&mut self, id: usize) {
+        loop {
+            let op = &mut self.ops[id];
+            if op.outstanding >= op.limit || !op.has_todo() {
+                break;
+            }
+            let slot = op.todo[op.next];
+            op.next += 1;
+            self.take_turn(id, slot);
+        }
+        let op = &mut self.ops[id];
+        if !op.has_todo() && !op.todo.is_empty() {
+            op.todo = Vec::new(); // done with it: give the memory back
+            op.next = 0;
+        }
+    }
+
+    /// `slot`'s turn in op `id`: write it back if it is dirty and nobody
+    /// holds it. It was dirty when the op began; it may since have been
+    /// taken, written, or dropped and reused.
+    fn take_turn(&mut self, id: usize, slot: u32) {
+        let kind = self.ops[id].kind;
+        let s = &self.slots[slot as usize];
+        if s.state == State::Free || kind.device().is_some_and(|d| d != s.key.0) {
+            return; // dropped, or reused for another device
+        }
+        let invalidate = matches!(kind, OpKind::Invalidate(..));
+        match s.state {
+            State::Writing => self.wait_for_write(id, slot),
+            State::Resident if self.is_dirty(slot) => {
+                if self.try_writeback(slot) {
+                    self.wait_for_write(id, slot);
+                } else if invalidate {
+                    self.ops[id].busy = true; // held: never written back
+                }
+            }
+            // Written back meanwhile: invalidate still drops it.
+            State::Resident if invalidate => {
+                if self.shared.try_close(slot) {
+                    self.free_slot(slot);
+                } else {
+                    self.ops[id].busy = true;
+                }
+            }
+            // Clean, or reused and being read: nothing to write.
+            _ => {}
+        }
     }
 
     /// Op `id` hears that the I/O it waited for on `slot` of `dev` (a write
@@ -234,6 +330,7 @@ impl Owner {
     /// Move op `id` on as far as it can go without waiting; reply and
     /// retire it at the end.
     fn advance(&mut self, id: usize) {
+        self.refill(id);
         if self.ops[id].outstanding > 0 {
             return;
         }
