@@ -6,13 +6,18 @@
 //! owner for other things; nothing here waits on time.
 //!
 //! Queue depth 2: a one-device op keeps 2 × 2 = 4 I/Os in flight.
+//!
+//! The last test closes a device of more blocks than one step of the
+//! close's final sweep, on real files, while another device's gets evict
+//! its clean blocks and reuse their slots.
 
 mod common;
 
-use blockcache::{Cache, DeviceId, Error};
+use blockcache::{Cache, Config, DeviceId, Error};
 use common::fault::{assert_block, assert_filled, errno_of};
 use common::scripted::{pattern_block, Answer, Call, ScriptedCache};
 use common::watchdog::within;
+use common::{engines, file_bytes, patterned_file};
 use std::thread;
 
 const DEPTH: u32 = 2;
@@ -247,4 +252,65 @@ fn a_second_flush_joins_the_writes_of_the_first() {
         assert_eq!(fx.stats().writes_issued, 10);
         fx.finish();
     });
+}
+
+fn sparse_file(bytes: u64) -> tempfile::NamedTempFile {
+    let f = tempfile::NamedTempFile::new_in("/var/tmp").expect("temp file in /var/tmp");
+    f.as_file().set_len(bytes).unwrap();
+    f
+}
+
+/// A close whose final sweep takes several steps (the device holds more
+/// blocks than one step visits) drops every block of its device and
+/// nothing else, while a reader of another device, whose gets need the
+/// slots the close is cleaning, evicts them and reuses their slots.
+#[test]
+fn a_close_of_many_blocks_drops_exactly_its_own_while_another_device_reads() {
+    const BS: usize = 4096;
+    const BLOCKS: u64 = 10_000;
+    for kind in engines() {
+        within("close of many blocks beside a reader", move || {
+            let a_file = sparse_file(BLOCKS * BS as u64); // only ever written
+
+            let b_file = patterned_file(64 * BS as u64);
+            // Room for every block of A and nothing more: B's gets evict
+            // A's blocks as the close cleans them.
+            let cache = Cache::new(Config::new(BS, BLOCKS as usize).engine(kind)).unwrap();
+            let a = cache.open(a_file.path()).unwrap();
+            let b = cache.open(b_file.path()).unwrap();
+            for blk in 0..BLOCKS {
+                cache.zeroed(a, blk).unwrap()[..8].copy_from_slice(&blk.to_le_bytes());
+            }
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let reader = {
+                let (cache, stop) = (cache.clone(), stop.clone());
+                thread::spawn(move || {
+                    let mut i = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let blk = i % 64;
+                        let want = file_bytes(b_file.path(), blk * BS as u64, BS);
+                        assert_block(&cache.read(b, blk).unwrap(), &want, &format!("B {blk}"));
+                        i += 1;
+                    }
+                    i
+                })
+            };
+            cache.close(a).unwrap();
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            reader.join().unwrap();
+            assert!(matches!(cache.read(a, 0), Err(Error::UnknownDevice)));
+            for blk in (0..BLOCKS).step_by(97) {
+                let got = file_bytes(a_file.path(), blk * BS as u64, 8);
+                assert_eq!(got, blk.to_le_bytes(), "{kind:?}: A {blk} on the device");
+            }
+            // Every slot A held is free or B's again: a cache-full of B's
+            // blocks fits.
+            let b2_file = sparse_file(BLOCKS * BS as u64);
+            let b2 = cache.open(b2_file.path()).unwrap();
+            for blk in (0..BLOCKS).rev() {
+                drop(cache.read(b2, blk).unwrap());
+            }
+            cache.shutdown().unwrap();
+        });
+    }
 }

@@ -8,6 +8,7 @@
 //! two arrays indexed by slot and each device keeps its list's ends
 //! ([`Chain`]), so linking and unlinking are O(1) and never allocate.
 
+use super::table::{filled, TooLarge};
 use super::Owner;
 use crate::DeviceId;
 
@@ -45,11 +46,12 @@ pub(crate) struct DeviceSlots {
 
 impl DeviceSlots {
     /// Links for `capacity` slots, none on any list.
-    pub(crate) fn new(capacity: u32) -> DeviceSlots {
-        DeviceSlots {
-            prev: vec![NIL; capacity as usize],
-            next: vec![NIL; capacity as usize],
-        }
+    pub(crate) fn new(capacity: u32) -> Result<DeviceSlots, TooLarge> {
+        let links = || filled("the devices' slot chains", capacity as usize, |_| NIL);
+        Ok(DeviceSlots {
+            prev: links()?,
+            next: links()?,
+        })
     }
 
     /// Put `slot` (on no list) at the end of `chain`: a chain runs in the

@@ -53,8 +53,8 @@
 //! slots. Hence a held block is never written back or evicted, and a
 //! buffer the kernel is filling is never visible to a guard.
 
-mod dead;
 mod completions;
+mod dead;
 pub(crate) mod device_slots;
 pub(crate) mod get;
 pub(crate) mod index;
@@ -355,6 +355,9 @@ pub(crate) struct Owner {
     pub(crate) op_waits: OpWaits,
     /// For each device, the slots holding its blocks.
     pub(crate) dev_slots: DeviceSlots,
+    /// Ops with a long pass under way that waits for no I/O, each given
+    /// one bounded step whenever the channel is empty (see `ops`).
+    pub(crate) continuing: VecDeque<usize>,
     /// Syncs in flight, each with the ops waiting for its result.
     pub(crate) syncs: Slab<SyncWait>,
     /// Writebacks submitted and not completed.
@@ -396,6 +399,14 @@ pub(crate) fn deliver(tx: &Sender<Msg>, msg: Msg) {
     }
 }
 
+/// The owner's per-slot tables, allocated before its thread starts.
+struct Tables {
+    slots: Vec<Slot>,
+    lists: Lists,
+    op_waits: OpWaits,
+    dev_slots: DeviceSlots,
+}
+
 /// What the owner thread starts from.
 pub(crate) struct Start {
     pub(crate) tx: Sender<Msg>,
@@ -428,6 +439,8 @@ pub(crate) fn spawn(start: Start) -> Result<std::thread::JoinHandle<()>, Error> 
     .map_err(|t| t.for_capacity(capacity))?;
     // Cannot truncate: the capacity is at most `MAX_CAPACITY` (validated).
     let lists = Lists::new(capacity as u32).map_err(|t| t.for_capacity(capacity))?;
+    let op_waits = OpWaits::new(capacity as u32).map_err(|t| t.for_capacity(capacity))?;
+    let dev_slots = DeviceSlots::new(capacity as u32).map_err(|t| t.for_capacity(capacity))?;
     let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
     let thread = std::thread::Builder::new()
         .name("blockcache-owner".into())
@@ -442,7 +455,16 @@ pub(crate) fn spawn(start: Start) -> Result<std::thread::JoinHandle<()>, Error> 
             crate::idle::prepare_to_wait(&start.rx, 1);
             let _ = ready_tx.send(());
             let tx = start.tx.clone();
-            Owner::new(start, slots, lists).run(tx);
+            Owner::new(
+                start,
+                Tables {
+                    slots,
+                    lists,
+                    op_waits,
+                    dev_slots,
+                },
+            )
+            .run(tx);
         })?;
     // An error means the thread died before it was ready; every call then
     // answers `Closed`, as it would for an owner that died later.
@@ -451,8 +473,14 @@ pub(crate) fn spawn(start: Start) -> Result<std::thread::JoinHandle<()>, Error> 
 }
 
 impl Owner {
-    /// `slots` and `lists` have one entry per slot of `start.pool`.
-    fn new(start: Start, slots: Vec<Slot>, lists: Lists) -> Owner {
+    /// `tables` have one entry per slot of `start.pool`.
+    fn new(start: Start, tables: Tables) -> Owner {
+        let Tables {
+            slots,
+            lists,
+            op_waits,
+            dev_slots,
+        } = tables;
         Owner {
             rx: start.rx,
             counters: start.counters,
@@ -464,8 +492,9 @@ impl Owner {
             slot_queue: WaitQueue::default(),
             devices: FxHashMap::default(),
             ops: Slab::new(),
-            op_waits: OpWaits::new(capacity),
-            dev_slots: DeviceSlots::new(capacity),
+            op_waits,
+            dev_slots,
+            continuing: VecDeque::new(),
             syncs: Slab::new(),
             writes_in_flight: 0,
             handles_gone: false,
@@ -502,8 +531,20 @@ impl Owner {
             let msg = match self.rx.try_recv() {
                 Ok(msg) => msg,
                 Err(_) => {
-                    // Everything queued is handled: unplug the engines (one
-                    // kernel entry per batch, not per request), then sleep.
+                    // Everything queued is handled. One bounded step of a
+                    // long pass, if an op has one under way: requests that
+                    // came meanwhile wait for one step, not the whole pass.
+                    if let Some(id) = self.continuing.pop_front() {
+                        self.continue_op(id);
+                        if !self.slot_queue.is_empty() {
+                            self.serve_slot_queue();
+                        }
+                        self.drain_inline();
+                        self.unplug();
+                        continue;
+                    }
+                    // Unplug the engines (one kernel entry per batch, not
+                    // per request), then sleep.
                     self.unplug();
                     if self.exit {
                         break;
@@ -536,22 +577,23 @@ impl Owner {
         let mut any = false;
         while let Some(msg) = self.shared.quiet.take() {
             any = true;
-            self.handle_inline(msg);
+            self.handle(msg);
+            self.drain_inline();
         }
         any
     }
 
     /// Handle `msg`, after every quiet completion queued before it (a
-    /// request that follows from an answered read finds the read done).
+    /// request that follows from an answered read finds the read done),
+    /// and then every completion an engine delivered inline meanwhile.
     fn handle_all(&mut self, msg: Msg) {
         self.handle_quiet();
-        self.handle_inline(msg);
+        self.handle(msg);
+        self.drain_inline();
     }
 
-    /// Handle `msg` and every completion an engine delivered inline while
-    /// we did (see [`deliver`]).
-    fn handle_inline(&mut self, msg: Msg) {
-        self.handle(msg);
+    /// Handle the completions engines delivered inline (see [`deliver`]).
+    fn drain_inline(&mut self) {
         while let Some(msg) = INLINE.with(|q| q.borrow_mut().as_mut().and_then(|(_, q)| q.pop_front())) {
             self.handle(msg);
         }

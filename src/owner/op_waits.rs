@@ -9,6 +9,7 @@
 //! The links live in a slab (reused, so steady-state waiting does not
 //! allocate); each slot keeps the first and last of its own.
 
+use super::table::{filled, TooLarge};
 use slab::Slab;
 
 const NIL: u32 = u32::MAX;
@@ -31,12 +32,13 @@ pub(crate) struct Taken(u32);
 
 impl OpWaits {
     /// No op waiting on any of `capacity` slots.
-    pub(crate) fn new(capacity: u32) -> OpWaits {
-        OpWaits {
-            head: vec![NIL; capacity as usize],
-            tail: vec![NIL; capacity as usize],
+    pub(crate) fn new(capacity: u32) -> Result<OpWaits, TooLarge> {
+        let ends = || filled("the ops' wait queues", capacity as usize, |_| NIL);
+        Ok(OpWaits {
+            head: ends()?,
+            tail: ends()?,
             links: Slab::new(),
-        }
+        })
     }
 
     /// Op `op` waits for the I/O in flight on `slot`.

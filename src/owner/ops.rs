@@ -28,6 +28,14 @@
 //! else, its write is waited for; written meanwhile, it is done. Blocks
 //! that become dirty after the op began are not on its list, so writers
 //! cannot keep it from ending.
+//!
+//! # A close's sweep in steps
+//!
+//! Once a close has written and synced everything it drops every block of
+//! its device, which needs no I/O but is a pass over all of them (100 ms
+//! for a million). It goes `SWEEP_STEP` blocks at a time: between two
+//! steps the owner answers whatever is queued (`Owner::continuing`, read
+//! by the run loop only when its channel is empty).
 
 use super::{Answer, OpKind, Owner, Replier, State};
 use crate::error::{Error, IoFailure};
@@ -39,6 +47,10 @@ use rustc_hash::FxHashMap;
 /// The most I/Os one op keeps in flight: the owner's channel holds as many
 /// messages, so the completions of a whole batch can queue there at once.
 const MAX_OP_IO: u32 = 4096;
+
+/// Slots one step of a sweep visits: well under a millisecond of work, so
+/// that requests queued behind a step are answered promptly.
+const SWEEP_STEP: usize = 4096;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -61,6 +73,10 @@ pub(crate) struct Op {
     next: usize,
     /// The most I/Os in flight while writebacks are left to start.
     limit: u32,
+    /// Close: the device's slots to drop once all is written and synced,
+    /// visited `SWEEP_STEP` at a time; those before `swept` are done.
+    sweep: Vec<u32>,
+    swept: usize,
     syncs_pending: u32,
     error: Option<IoFailure>,
     /// Blocks this op could not make durable.
@@ -119,6 +135,8 @@ impl Owner {
             todo: Vec::new(),
             next: 0,
             limit: self.op_limit(kind.device()),
+            sweep: Vec::new(),
+            swept: 0,
             syncs_pending: 0,
             error: None,
             failed: 0,
@@ -373,17 +391,15 @@ impl Owner {
                 d.closing = false;
                 d.quiesced = false;
                 self.reopen_device_slots(dev);
-            } else if op.phase != Phase::Drain {
-                // Everything is written and synced; wait out reads in flight
-                // (prefetches), then drop every block and the device.
-                self.ops[id].phase = Phase::Drain;
-                for slot in self.device_slots(dev) {
-                    match self.slots[slot as usize].state {
-                        State::Reading => self.wait_on(id, slot),
-                        _ => self.drop_unheld(slot),
-                    }
+            } else {
+                if op.phase != Phase::Drain {
+                    // Everything is written and synced; wait out reads in
+                    // flight (prefetches), then drop every block and the
+                    // device.
+                    self.ops[id].phase = Phase::Drain;
+                    self.ops[id].sweep = self.device_slots(dev);
                 }
-                if self.ops[id].outstanding > 0 {
+                if !self.sweep_step(id) || self.ops[id].outstanding > 0 {
                     return;
                 }
             }
@@ -409,7 +425,56 @@ impl Owner {
             self.reopen_device_slots(dev);
         }
         let op = self.ops.remove(id);
+        self.continuing.retain(|&c| c != id);
         self.finish(op);
+    }
+
+    /// Continue op `id`'s sweep (it was on `Owner::continuing`), and the
+    /// op itself once the sweep is over.
+    pub(super) fn continue_op(&mut self, id: usize) {
+        if self.sweep_step(id) {
+            self.advance(id);
+        }
+    }
+
+    /// Drop the next `SWEEP_STEP` slots of close `id`'s sweep, waiting
+    /// for those being read. `true` when the sweep is over; otherwise the
+    /// op is on `Owner::continuing`, for the run loop to give it the next
+    /// step once the requests queued meanwhile are answered. The device is
+    /// closing and its blocks are closed to clients, so between two steps
+    /// nobody takes a block of it or adds one; but another device's get
+    /// may evict one of its clean blocks and reuse the slot, which the
+    /// sweep then leaves alone.
+    fn sweep_step(&mut self, id: usize) -> bool {
+        let OpKind::Close(dev) = self.ops[id].kind else {
+            unreachable!("only close sweeps");
+        };
+        let (start, end) = {
+            let op = &self.ops[id];
+            (op.swept, (op.swept + SWEEP_STEP).min(op.sweep.len()))
+        };
+        for i in start..end {
+            let slot = self.ops[id].sweep[i];
+            let s = &self.slots[slot as usize];
+            if s.state == State::Free || s.key.0 != dev {
+                continue;
+            }
+            match s.state {
+                State::Reading => self.wait_on(id, slot),
+                _ => self.drop_unheld(slot),
+            }
+        }
+        let op = &mut self.ops[id];
+        op.swept = end;
+        if op.swept < op.sweep.len() {
+            if !self.continuing.contains(&id) {
+                self.continuing.push_back(id);
+            }
+            return false;
+        }
+        op.sweep = Vec::new();
+        op.swept = 0;
+        true
     }
 
     fn finish(&mut self, op: Op) {

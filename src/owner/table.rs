@@ -1,8 +1,9 @@
 //! Per-block tables, allocated fallibly.
 //!
 //! Every table the cache keeps per block (the index, the slots' shared
-//! words, the owner's slot records and lists) grows with the capacity the
-//! caller asks for. Each is allocated with `try_reserve_exact` and then
+//! words, the owner's slot records, lists, op wait queues and device
+//! chains) grows with the capacity the caller asks for. Each is allocated
+//! with `try_reserve_exact` and then
 //! filled, so a capacity whose tables do not fit in memory is an
 //! [`Error::InvalidConfig`] from `Cache::new` that names the table and its
 //! sizes, not an abort of the process.
