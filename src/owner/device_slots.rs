@@ -133,7 +133,7 @@ mod tests {
 
     #[test]
     fn chains_hold_their_slots_through_links_and_unlinks() {
-        let mut links = DeviceSlots::new(8);
+        let mut links = DeviceSlots::new(8).unwrap();
         let (mut a, mut b) = (Chain::default(), Chain::default());
         for s in [0, 3, 5] {
             links.link(&mut a, s);

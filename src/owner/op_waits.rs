@@ -93,7 +93,7 @@ mod tests {
 
     #[test]
     fn completions_hand_out_their_ops_in_order_and_only_theirs() {
-        let mut w = OpWaits::new(4);
+        let mut w = OpWaits::new(4).unwrap();
         w.add(1, 10);
         w.add(1, 11);
         w.add(2, 10);
