@@ -114,7 +114,9 @@ impl LoopFs {
 
     /// Fill the filesystem with a file `name` until writes fail with
     /// ENOSPC, syncing and trying again until nothing more fits (delayed
-    /// allocation may give space back at the sync). Returns bytes written.
+    /// allocation may give space back at the sync), then take the blocks
+    /// still free with fallocate: afterwards statvfs counts none free.
+    /// Returns bytes taken.
     pub fn fill(&self, name: &str) -> u64 {
         let path = self.file(name);
         let mut f = std::fs::File::create(&path).expect("create the filler");
@@ -138,6 +140,33 @@ impl LoopFs {
                 break;
             }
         }
+        // A buffered write reserves room for the metadata it might need,
+        // so the last blocks can refuse it while statvfs still counts them
+        // free, and a write into a hole would then find one. Take what is
+        // left with fallocate, in files of their own: an extent held in
+        // the inode needs no block beyond the data.
+        for rest in 0..64 {
+            let left = self.blocks_available();
+            if left == 0 {
+                break;
+            }
+            let f = std::fs::File::create(self.file(&format!("{name}.rest{rest}")))
+                .expect("create a filler for the last blocks");
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+            // SAFETY: fallocate on a live descriptor; no memory is passed.
+            let whole = unsafe { libc::fallocate(fd, 0, 0, (left * 4096) as libc::off_t) };
+            // SAFETY: as above.
+            if whole != 0 && unsafe { libc::fallocate(fd, 0, 0, 4096) } != 0 {
+                break;
+            }
+            f.sync_all().expect("sync the filler");
+            total += left * 4096;
+        }
+        assert_eq!(
+            self.blocks_available(),
+            0,
+            "{name}: blocks still free after filling"
+        );
         total
     }
 
@@ -146,10 +175,12 @@ impl LoopFs {
     /// still has it open, and a process forked by another test while it was
     /// being written holds it until that process execs.
     pub fn remove(&self, name: &str) {
-        let path = self.file(name);
-        let f = std::fs::OpenOptions::new().write(true).open(&path);
-        f.and_then(|f| f.set_len(0)).expect("truncate the filler");
-        std::fs::remove_file(&path).expect("remove the filler");
+        let rest = (0..64).map(|n| self.file(&format!("{name}.rest{n}")));
+        for path in std::iter::once(self.file(name)).chain(rest.filter(|p| p.exists())) {
+            let f = std::fs::OpenOptions::new().write(true).open(&path);
+            f.and_then(|f| f.set_len(0)).expect("truncate the filler");
+            std::fs::remove_file(&path).expect("remove the filler");
+        }
         let dir = std::fs::File::open(self.mnt.path()).unwrap();
         // SAFETY: syncfs on a live descriptor.
         let rc = unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)) };
