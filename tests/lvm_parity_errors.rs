@@ -11,22 +11,12 @@
 
 mod common;
 
-use blockcache::{Cache, Error};
+use blockcache::Error;
 use common::fault::{assert_block, assert_filled, errno_of, wait_until};
 use common::scripted::{pattern_block, Answer, Call, ScriptedCache};
-use std::thread;
+use common::spawn;
 
 const EIO: i32 = libc::EIO;
-
-/// Run `f` on a clone of the cache in another thread (for a call that
-/// waits on an I/O the test holds).
-fn spawn<T: Send + 'static>(
-    cache: &Cache,
-    f: impl FnOnce(Cache) -> T + Send + 'static,
-) -> thread::JoinHandle<T> {
-    let cache = cache.clone();
-    thread::spawn(move || f(cache))
-}
 
 // ---- read errors ------------------------------------------------------------
 

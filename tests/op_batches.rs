@@ -17,21 +17,13 @@ use blockcache::{Cache, Config, DeviceId, Error};
 use common::fault::{assert_block, assert_filled, errno_of};
 use common::scripted::{pattern_block, Answer, Call, ScriptedCache};
 use common::watchdog::within;
-use common::{engines, file_bytes, patterned_file};
+use common::{engines, file_bytes, patterned_file, spawn};
 use std::thread;
 
 const DEPTH: u32 = 2;
 /// I/Os a one-device op keeps in flight at queue depth [`DEPTH`].
 const IN_FLIGHT: usize = 4;
 const EIO: i32 = libc::EIO;
-
-fn spawn<T: Send + 'static>(
-    cache: &Cache,
-    f: impl FnOnce(Cache) -> T + Send + 'static,
-) -> thread::JoinHandle<T> {
-    let cache = cache.clone();
-    thread::spawn(move || f(cache))
-}
 
 /// A cache of 64 blocks at queue depth [`DEPTH`] with blocks `0..n` of a
 /// new device dirty, filled with their number (zeroed: nothing is read).

@@ -47,6 +47,16 @@ pub fn cache(kind: EngineKind, block_size: usize, capacity: usize) -> Cache {
     Cache::new(Config::new(block_size, capacity).engine(kind)).expect("cache")
 }
 
+/// Run `f` on a clone of the cache in another thread (for a call that
+/// waits on an I/O the test holds).
+pub fn spawn<T: Send + 'static>(
+    cache: &Cache,
+    f: impl FnOnce(Cache) -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let cache = cache.clone();
+    std::thread::spawn(move || f(cache))
+}
+
 /// The fault-injecting engine (tests/common/fault.rs).
 pub mod fault;
 
