@@ -55,6 +55,11 @@
 
 mod completions;
 mod dead;
+mod issue;
+mod run;
+mod waiters;
+pub(crate) use issue::SyncWait;
+pub(crate) use waiters::{QueueId, WaitQueue, Waiter};
 pub(crate) mod device_slots;
 pub(crate) mod get;
 pub(crate) mod index;
@@ -67,11 +72,10 @@ pub(crate) mod readers;
 pub(crate) mod slot_state;
 pub(crate) mod table;
 
-use crate::device::engine::Grant;
 use crate::device::DeviceFile;
-use crate::engine::{Engine, IoKind, IoRequest};
+use crate::engine::{Engine, IoRequest};
 use crate::error::{Error, IoFailure};
-use crate::stats::{bump, Counters};
+use crate::stats::Counters;
 use crate::DeviceId;
 use crossbeam_channel::{Receiver, Sender};
 use device_slots::{Chain, DeviceSlots};
@@ -83,7 +87,7 @@ use quiet::Quiet;
 use readers::Readers;
 use rustc_hash::FxHashMap;
 use slab::Slab;
-use slot_state::{holders, SlotKey, SlotState, CLOSED, DIRTY};
+use slot_state::{holders, SlotKey, SlotState, CLOSED};
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -294,30 +298,6 @@ impl Shared {
     }
 }
 
-/// A FIFO of waiters, linked through the waiter slab.
-#[derive(Clone, Copy, Default)]
-pub(crate) struct WaitQueue {
-    head: Option<usize>,
-    tail: Option<usize>,
-}
-
-impl WaitQueue {
-    pub(crate) fn is_empty(&self) -> bool {
-        self.head.is_none()
-    }
-}
-
-pub(crate) struct Waiter {
-    pub(crate) dev: DeviceId,
-    pub(crate) block: u64,
-    pub(crate) mode: Mode,
-    pub(crate) reply: Replier,
-    /// A writeback was attempted on this get's behalf; when every unheld
-    /// block has failed to write, it fails rather than try again.
-    pub(crate) retried: bool,
-    next: Option<usize>,
-}
-
 pub(crate) struct Device {
     pub(crate) file: Arc<DeviceFile>,
     pub(crate) engine: Box<dyn Engine>,
@@ -504,176 +484,6 @@ impl Owner {
         }
     }
 
-    fn run(mut self, tx: Sender<Msg>) {
-        INLINE.with(|q| *q.borrow_mut() = Some((tx, VecDeque::new())));
-        // A panic here is a bug (ours, or a custom engine's): the state it
-        // leaves cannot be trusted to make decisions, but clients still
-        // wait for answers and guards still point into the pool. So the
-        // thread stays, answering `Closed` (see `dead`).
-        if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.serve())) {
-            log::error!(
-                "blockcache: the owner thread panicked: {}; the cache answers Closed from now on",
-                dead::panic_message(&*payload)
-            );
-            return self.answer_closed();
-        }
-        self.stop_engines();
-        // No slot has a holder now (`may_exit`): no guard is left to use
-        // what this reference kept alive.
-        // SAFETY: taken once, here, and never used again.
-        let keepalive = unsafe { std::mem::ManuallyDrop::take(&mut self.keepalive) };
-        drop(keepalive);
-    }
-
-    /// The event loop, until `may_exit` lets it end.
-    fn serve(&mut self) {
-        loop {
-            let msg = match self.rx.try_recv() {
-                Ok(msg) => msg,
-                Err(_) => {
-                    // Everything queued is handled. One bounded step of a
-                    // long pass, if an op has one under way: requests that
-                    // came meanwhile wait for one step, not the whole pass.
-                    if let Some(id) = self.continuing.pop_front() {
-                        self.continue_op(id);
-                        if !self.slot_queue.is_empty() {
-                            self.serve_slot_queue();
-                        }
-                        self.drain_inline();
-                        self.unplug();
-                        continue;
-                    }
-                    // Unplug the engines (one kernel entry per batch, not
-                    // per request), then sleep.
-                    self.unplug();
-                    if self.exit {
-                        break;
-                    }
-                    if self.before_sleep() {
-                        continue;
-                    }
-                    match self.rx.recv() {
-                        Ok(msg) => msg,
-                        Err(_) => break,
-                    }
-                }
-            };
-            self.handle_all(msg);
-        }
-    }
-
-    /// Say whether a quiet completion must wake us: when a get or an op
-    /// waits (for anything: a read's end among it). Then take those that
-    /// came meanwhile; `true` if there were any (look again before
-    /// sleeping). See `quiet` for why none is left unseen.
-    fn before_sleep(&mut self) -> bool {
-        let wanted = !self.waiters.is_empty() || !self.ops.is_empty();
-        self.shared.quiet.want(wanted);
-        wanted && self.handle_quiet()
-    }
-
-    /// Handle every quiet completion queued; `true` if there was one.
-    fn handle_quiet(&mut self) -> bool {
-        let mut any = false;
-        while let Some(msg) = self.shared.quiet.take() {
-            any = true;
-            self.handle(msg);
-            self.drain_inline();
-        }
-        any
-    }
-
-    /// Handle `msg`, after every quiet completion queued before it (a
-    /// request that follows from an answered read finds the read done),
-    /// and then every completion an engine delivered inline meanwhile.
-    fn handle_all(&mut self, msg: Msg) {
-        self.handle_quiet();
-        self.handle(msg);
-        self.drain_inline();
-    }
-
-    /// Handle the completions engines delivered inline (see [`deliver`]).
-    fn drain_inline(&mut self) {
-        while let Some(msg) = INLINE.with(|q| q.borrow_mut().as_mut().and_then(|(_, q)| q.pop_front())) {
-            self.handle(msg);
-        }
-    }
-
-    fn handle(&mut self, msg: Msg) {
-        match msg {
-            Msg::Completed(req, result) => self.completed(req, result),
-            Msg::Get {
-                dev,
-                block,
-                mode,
-                wait,
-                reply,
-            } => self.get(dev, block, mode, wait, reply),
-            Msg::Release {
-                slot,
-                write,
-                dirtied,
-                reply,
-            } => {
-                self.shared.slots[slot as usize].state.let_go(write, dirtied);
-                self.released(slot);
-                if self.handles_gone && !self.any_held() {
-                    // The last guard after the last handle: flush, wait out
-                    // I/O, exit, and only then answer it.
-                    self.start_op(OpKind::Final, Some(reply));
-                } else {
-                    reply.send(Ok(Answer::Stopping(false)));
-                }
-            }
-            Msg::Prefetch { dev, block } => self.prefetch(dev, block),
-            // Only wakes us: the quiet queue was drained before this.
-            Msg::Wake => {}
-            Msg::Open {
-                dev,
-                file,
-                engine,
-                blocks,
-                reply,
-            } => {
-                self.devices.insert(
-                    dev,
-                    Device {
-                        file,
-                        engine,
-                        blocks,
-                        in_flight: 0,
-                        unsynced: false,
-                        closing: false,
-                        quiesced: false,
-                        plugged: false,
-                        slots: Chain::default(),
-                    },
-                );
-                reply.send(Ok(Answer::Unit));
-            }
-            Msg::DeviceBlocks { dev, reply } => {
-                let r = match self.devices.get(&dev) {
-                    Some(d) if !d.closing => Ok(Answer::Blocks(d.blocks)),
-                    _ => Err(Error::UnknownDevice),
-                };
-                reply.send(r);
-            }
-            Msg::Op { kind, reply } => self.start_op(kind, Some(reply)),
-            Msg::Stop { reply } => {
-                self.handles_gone = true;
-                // From now on the last holder of every slot tells us when it
-                // leaves (armed before the final op looks at holders).
-                for slot in 0..self.shared.slots.len() as u32 {
-                    self.shared.wake_on_release(slot);
-                }
-                self.start_op(OpKind::Final, Some(reply));
-            }
-        }
-        if !self.slot_queue.is_empty() {
-            self.serve_slot_queue();
-        }
-    }
-
     fn unplug(&mut self) {
         for d in self.devices.values_mut() {
             if d.plugged {
@@ -709,138 +519,6 @@ impl Owner {
         self.exit = true;
     }
 
-    // ---- I/O submission -------------------------------------------------
-
-    /// Start reading `slot`'s block. The slot leaves every list a guard can
-    /// be taken from until the completion arrives. `waiter`, the get that
-    /// needs the block (none for a prefetch), is handed it by the thread
-    /// that completes the read (see `engine::Grant`).
-    pub(crate) fn issue_read(&mut self, slot: u32, waiter: Option<Waiter>) {
-        let grant = waiter.map(|w| {
-            debug_assert_ne!(w.mode, Mode::Zeroed, "a zeroed get never reads");
-            Grant {
-                shared: Arc::clone(&self.shared),
-                slot,
-                write: w.mode == Mode::Write,
-                reply: w.reply,
-            }
-        });
-        let s = &mut self.slots[slot as usize];
-        s.state = State::Reading;
-        s.read_awaited = grant.is_some();
-        // Counted before it starts: the get may be answered by the thread
-        // that completes the read before `issue` returns here, and its
-        // caller must then see the read in `stats`.
-        bump(&self.counters.reads_issued);
-        self.issue(slot, IoKind::Read, grant);
-    }
-
-    /// Write `slot` back. The caller has closed it with no holders
-    /// (`try_writeback`): a held block is never written back. The dirty
-    /// mark goes now — nobody can change the block until the write ends —
-    /// and comes back if the write fails.
-    pub(crate) fn issue_write(&mut self, slot: u32) {
-        let st = &self.shared.slots[slot as usize].state;
-        let word = st.load();
-        debug_assert!(word & CLOSED != 0 && holders(word) == 0 && word & DIRTY != 0);
-        debug_assert_eq!(self.slots[slot as usize].state, State::Resident);
-        st.set(DIRTY, false);
-        self.slots[slot as usize].state = State::Writing;
-        self.writes_in_flight += 1;
-        bump(&self.counters.writes_issued);
-        self.issue(slot, IoKind::Write, None);
-    }
-
-    fn issue(&mut self, slot: u32, kind: IoKind, grant: Option<Grant>) {
-        let (dev, block) = self.slots[slot as usize].key;
-        self.lists.move_to(slot, List::IoPending);
-        let bs = self.pool.block_size() as u64;
-        let req = IoRequest {
-            tag: slot as u64,
-            dev,
-            kind,
-            block,
-            // Cannot overflow: block < device blocks, and the device size
-            // in bytes fits a u64.
-            offset: block * bs,
-            buf: Some(BlockBuf::new(&self.pool, slot)),
-            grant,
-        };
-        let d = self
-            .devices
-            .get_mut(&dev)
-            .expect("a resident block's device is open");
-        d.in_flight += 1;
-        d.plugged = true;
-        d.engine.submit(req);
-    }
-
-    /// fdatasync `dev` on behalf of op `op`.
-    pub(crate) fn issue_fsync(&mut self, dev: DeviceId, op: usize) {
-        let d = self.devices.get_mut(&dev).expect("op devices are open");
-        d.unsynced = false;
-        d.in_flight += 1;
-        d.plugged = true;
-        let tag = self.syncs.insert(SyncWait { dev, ops: vec![op] });
-        d.engine.submit(IoRequest {
-            tag: tag as u64,
-            dev,
-            kind: IoKind::Fsync,
-            block: 0,
-            offset: 0,
-            buf: None,
-            grant: None,
-        });
-    }
-
-    // ---- waiter queues ----------------------------------------------------
-
-    pub(crate) fn push_waiter(&mut self, q: QueueId, mut w: Waiter) {
-        // A waiter moved from another queue still links into that one.
-        w.next = None;
-        let id = self.waiters.insert(w);
-        let queue = self.queue_mut(q);
-        let tail = queue.tail.replace(id);
-        match tail {
-            Some(t) => self.waiters[t].next = Some(id),
-            None => self.queue_mut(q).head = Some(id),
-        }
-    }
-
-    pub(crate) fn front_waiter(&self, q: QueueId) -> Option<&Waiter> {
-        let head = match q {
-            QueueId::Block(s) => self.slots[s as usize].waiters.head,
-            QueueId::Slots => self.slot_queue.head,
-        };
-        head.map(|id| &self.waiters[id])
-    }
-
-    pub(crate) fn pop_waiter(&mut self, q: QueueId) -> Option<Waiter> {
-        let id = self.queue_mut(q).head?;
-        let w = self.waiters.remove(id);
-        let queue = self.queue_mut(q);
-        queue.head = w.next;
-        if queue.head.is_none() {
-            queue.tail = None;
-        }
-        Some(w)
-    }
-
-    fn queue_mut(&mut self, q: QueueId) -> &mut WaitQueue {
-        match q {
-            QueueId::Block(s) => &mut self.slots[s as usize].waiters,
-            QueueId::Slots => &mut self.slot_queue,
-        }
-    }
-
-    pub(crate) fn mark_slot_waiters_retried(&mut self) {
-        let mut at = self.slot_queue.head;
-        while let Some(id) = at {
-            self.waiters[id].retried = true;
-            at = self.waiters[id].next;
-        }
-    }
-
     /// Forget `slot`'s block and put the slot on `Free`. The caller has
     /// closed it with no holders. Waiters still queued on it start over as
     /// new gets (they will read it again).
@@ -857,32 +535,6 @@ impl Owner {
         self.lists.move_to(slot, List::Free);
         while let Some(w) = self.pop_waiter(QueueId::Block(slot)) {
             self.push_waiter(QueueId::Slots, w);
-        }
-    }
-}
-
-/// An fdatasync in flight and the ops that wait for it.
-pub(crate) struct SyncWait {
-    pub(crate) dev: DeviceId,
-    pub(crate) ops: Vec<usize>,
-}
-
-/// Which waiter queue.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum QueueId {
-    Block(u32),
-    Slots,
-}
-
-impl Waiter {
-    pub(crate) fn new(dev: DeviceId, block: u64, mode: Mode, reply: Replier) -> Waiter {
-        Waiter {
-            dev,
-            block,
-            mode,
-            reply,
-            retried: false,
-            next: None,
         }
     }
 }
