@@ -3,7 +3,7 @@
 //! blocks allocated, and there are none: the writebacks fail with ENOSPC
 //! from the kernel, not from a scripted engine.
 //!
-//! What must hold (DESIGN.md "Nothing is lost"): flush returns the error
+//! What must hold (the README's "What it promises": nothing is lost): flush returns the error
 //! and `io_errors` counts it; every dirty block stays dirty and readable;
 //! gets for new blocks fail promptly once every block is dirty and
 //! unwritable; after space is freed the next flush writes everything, and

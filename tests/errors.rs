@@ -1,4 +1,4 @@
-//! DESIGN.md "Errors" and "Semantics that matter", driven through the
+//! The error contract (`Error`, and the README's "What it promises"), driven through the
 //! fault-injecting engine: failed writebacks, failed reads (and everyone
 //! waiting on them), a cache whose every block is dirty and unwritable,
 //! failed syncs, and shutdown that cannot write everything.

@@ -56,7 +56,7 @@ fn creation_refuses_zero_capacity_and_zero_block_size() {
 }
 
 /// LVM block-size-multiple-page. Deliberate difference: LVM takes any
-/// multiple of 8 sectors (4 KiB); our contract (DESIGN.md, bad input)
+/// multiple of 8 sectors (4 KiB); our contract (`Config::new`: bad input is an error)
 /// takes exactly the powers of two from 512 bytes to `MAX_BLOCK_SIZE`
 /// (1 MiB), so 12 KiB, which LVM accepts, is refused. LVM's bad examples
 /// (3, 9, 13 and 1025 sectors) are refused read as sectors or as bytes.

@@ -5,7 +5,7 @@
 //! `try_write` of a block the thread itself held as a reader answered
 //! `UnknownDevice` — the device had been closed under a live guard.
 //!
-//! What must hold (DESIGN.md): `close` is `Err(Busy)`, nothing done, when
+//! What must hold (`Cache::close`): `close` is `Err(Busy)`, nothing done, when
 //! a block of the device is held; gets of a closing device fail
 //! (`UnknownDevice`); nothing written through a granted guard is lost; the
 //! cache stays usable.

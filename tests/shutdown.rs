@@ -1,5 +1,5 @@
 //! Shutdown and the drop of the last handle while dirty blocks, I/O in
-//! flight and live guards remain (DESIGN.md "Shutdown"): in-flight I/O is
+//! flight and live guards remain (`Cache::shutdown`): in-flight I/O is
 //! waited out before the threads stop and memory is freed, dirty data is
 //! written, and a shutdown that cannot write says how many blocks it lost.
 //!
