@@ -1,7 +1,8 @@
-//! The error contract (`Error`, and the README's "What it promises"), driven through the
-//! fault-injecting engine: failed writebacks, failed reads (and everyone
-//! waiting on them), a cache whose every block is dirty and unwritable,
-//! failed syncs, and shutdown that cannot write everything.
+//! The error contract (`Error`, and the README's "What it promises"),
+//! driven through the fault-injecting engine: failed writebacks, failed
+//! reads (and everyone waiting on them), a cache whose every block is
+//! dirty and unwritable, failed syncs, and shutdown that cannot write
+//! everything.
 
 mod common;
 

@@ -1,5 +1,7 @@
-//! LVM bcache's bugs (A–E: a dirty counter never decremented, a failed prefetch written back, held blocks cleaned by an invalidate, freed slots left indexed, a duplicate after an abort), one test
-//! each, checked against the exact I/O the cache issues (the fault engine
+//! LVM bcache's bugs A–E (a dirty counter never decremented, a failed
+//! prefetch written back, held blocks cleaned by an invalidate, freed
+//! slots left indexed, a duplicate after an abort), one test each,
+//! checked against the exact I/O the cache issues (the fault engine
 //! records every operation).
 
 mod common;
