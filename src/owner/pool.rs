@@ -1,14 +1,19 @@
-//! The block memory: one page-aligned allocation of `capacity × block_size`
-//! bytes, made when the cache starts and freed when the last reference
+//! The block memory: one page-aligned mapping of `capacity × block_size`
+//! bytes, made when the cache starts and unmapped when the last reference
 //! (cache, guard, or an I/O buffer token held by an engine) is gone.
+//!
+//! The mapping is anonymous: the kernel hands out zero-filled pages as
+//! they are first touched, so starting a cache costs the same whatever its
+//! size, and a block's memory is resident only once the block is used.
 
 use crate::error::Error;
-use std::alloc::{self, Layout};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
 /// Page alignment satisfies O_DIRECT on every device (logical blocks are
-/// at most 4 KiB) and keeps blocks from sharing cache lines.
+/// at most 4 KiB) and keeps blocks from sharing cache lines. `mmap`
+/// returns page-aligned memory.
+#[cfg(test)]
 const ALIGN: usize = 4096;
 
 /// Raw block memory. It hands out pointers, never references: who may touch
@@ -16,12 +21,12 @@ const ALIGN: usize = 4096;
 /// per slot, and no guard while an I/O owns the slot), not by this type.
 pub(crate) struct Pool {
     base: NonNull<u8>,
-    layout: Layout,
+    bytes: usize,
     block_size: usize,
     capacity: usize,
 }
 
-// SAFETY: Pool is a plain allocation; it has no thread affinity. Access to
+// SAFETY: Pool is a plain mapping; it has no thread affinity. Access to
 // the bytes is coordinated by the owner thread's slot states (see
 // owner/mod.rs), which is what makes sharing the pointer across threads sound.
 unsafe impl Send for Pool {}
@@ -29,25 +34,32 @@ unsafe impl Send for Pool {}
 unsafe impl Sync for Pool {}
 
 impl Pool {
-    /// Allocate `capacity` zeroed blocks; `InvalidConfig` when the memory
-    /// cannot be had (the caller has checked the product fits a `usize`).
+    /// Map `capacity` zero-filled blocks; `InvalidConfig` when the kernel
+    /// refuses the mapping (the caller has checked the product fits a
+    /// `usize`).
     pub(crate) fn new(block_size: usize, capacity: usize) -> Result<Arc<Pool>, Error> {
         let bytes = block_size * capacity;
-        let layout = Layout::from_size_align(bytes, ALIGN).map_err(|e| {
-            Error::InvalidConfig(format!(
-                "a pool of {capacity} blocks of {block_size} bytes ({bytes} bytes) cannot be laid out: {e}"
-            ))
-        })?;
-        // SAFETY: layout has a non-zero size (block_size ≥ 512, capacity ≥ 1).
-        let base = unsafe { alloc::alloc_zeroed(layout) };
-        let base = NonNull::new(base).ok_or_else(|| {
-            Error::InvalidConfig(format!(
-                "could not allocate a pool of {capacity} blocks of {block_size} bytes ({bytes} bytes)"
-            ))
-        })?;
+        // SAFETY: a new anonymous private mapping: no descriptor, no fixed
+        // address, nothing else refers to the memory it returns.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(Error::InvalidConfig(format!(
+                "could not map a pool of {capacity} blocks of {block_size} bytes ({bytes} bytes): {}",
+                std::io::Error::last_os_error()
+            )));
+        }
         Ok(Arc::new(Pool {
-            base,
-            layout,
+            base: NonNull::new(base.cast()).expect("a successful mmap is not null"),
+            bytes,
             block_size,
             capacity,
         }))
@@ -72,9 +84,14 @@ impl Pool {
 
 impl Drop for Pool {
     fn drop(&mut self) {
-        // SAFETY: base was allocated with exactly this layout in `new`, and
-        // every user of the memory holds an Arc<Pool>, so none is left.
-        unsafe { alloc::dealloc(self.base.as_ptr(), self.layout) }
+        // SAFETY: base..base+bytes is the mapping made in `new`, and every
+        // user of the memory holds an Arc<Pool>, so none is left.
+        if unsafe { libc::munmap(self.base.as_ptr().cast(), self.bytes) } != 0 {
+            log::error!(
+                "blockcache: unmapping the pool failed: {}",
+                std::io::Error::last_os_error()
+            );
+        }
     }
 }
 
@@ -152,5 +169,31 @@ mod tests {
         b.as_mut_slice().fill(7);
         assert!(BlockBuf::new(&pool, 2).as_slice().iter().all(|&x| x == 0));
         assert!(b.as_slice().iter().all(|&x| x == 7));
+    }
+
+    /// Pages of the pool's first `pages` pages that are resident.
+    fn resident(pool: &Pool, pages: usize) -> usize {
+        let mut vec = vec![0u8; pages];
+        // SAFETY: the range lies inside the pool's mapping, and `vec` has
+        // one byte per page of it.
+        let rc = unsafe { libc::mincore(pool.base.as_ptr().cast(), pages * ALIGN, vec.as_mut_ptr()) };
+        assert_eq!(rc, 0, "mincore: {}", std::io::Error::last_os_error());
+        vec.iter().filter(|&&v| v & 1 != 0).count()
+    }
+
+    /// A new pool holds no memory: pages become resident as blocks are
+    /// first touched, zero-filled.
+    #[test]
+    fn a_new_pool_is_resident_only_where_used() {
+        let pages = 16_384; // 64 MiB
+        let pool = Pool::new(ALIGN, pages).unwrap();
+        assert_eq!(resident(&pool, pages), 0, "a new pool touched its memory");
+        let mut b = BlockBuf::new(&pool, 100);
+        assert!(b.as_slice().iter().all(|&x| x == 0));
+        b.as_mut_slice().fill(1);
+        // One page, or one transparent huge page where the system maps
+        // anonymous memory that way.
+        let used = resident(&pool, pages);
+        assert!((1..=512).contains(&used), "{used} pages resident for one block");
     }
 }
