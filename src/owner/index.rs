@@ -3,11 +3,11 @@
 //!
 //! # Why not a lock
 //!
-//! A hit used to take a shard's `RwLock` for reading. Taking a read lock
-//! writes the lock word, and with hits spread over the shards the word was
-//! as likely as not last written by another core: about one cross-core
-//! cache-line transfer per hit. Sharding does not help: with hits spread evenly, whichever shard
-//! a hit lands on was last taken by any thread alike. Here a lookup only
+//! A hit that took a shard's `RwLock` for reading would write the lock
+//! word, and with hits spread over the shards the word would be as likely
+//! as not last written by another core: about one cross-core cache-line
+//! transfer per hit. Sharding does not help: with hits spread evenly,
+//! whichever shard a hit lands on was last taken by any thread alike. Here a lookup only
 //! loads, so the table's cache lines stay shared in every core's cache
 //! between misses.
 //!

@@ -73,9 +73,8 @@
 //! The loom models at the end check rules 1-3 against eviction and
 //! reassignment, a fast writer, an armed wake, and a writer and the owner
 //! together. Loom does not explore every interleaving of `SeqCst` fences
-//! (a review found three bugs in the first version that its models
-//! passed), so the unit tests also replay the interleavings that broke
-//! it, step by step.
+//! (tokio-rs/loom#180), so the unit tests also replay, step by step, the
+//! interleavings each of rules 1-3 exists for.
 //!
 //! Memory ordering: acquires are `Acquire` (they see the block's bytes as
 //! the last releaser or the owner's I/O completion left them); releases,
@@ -557,9 +556,9 @@ mod tests {
         (s, r)
     }
 
-    // The interleavings below broke the first version of the protocol (a
-    // review found them; loom's models had passed). Each replays one step
-    // by step through the owner's halves, mark and count.
+    // The interleavings below are the ones rules 1-3 exclude and loom's
+    // models do not reach. Each replays one step by step through the
+    // owner's halves, mark and count.
 
     /// A fast writer that takes the slot between the owner's mark (a wake,
     /// which leaves the slot open) and its count still sees the bias, so

@@ -1,4 +1,4 @@
-//! The goals, checked against what a run measured.
+//! The project's performance goals, checked against what a run measured.
 
 use super::{Row, WorkloadReport};
 use crate::cli::Workload;
