@@ -12,7 +12,10 @@
 //! test script or fault the exact I/O the cache issues.
 //!
 //! The contract an engine keeps:
-//! - exactly one completion per submitted request, on any thread;
+//! - exactly one completion per submitted request, on any thread, with
+//!   that request's own outcome (an engine may move adjacent blocks of one
+//!   batch in one I/O, as the io_uring engine does, but a block whose
+//!   transfer failed fails only its own request);
 //! - a read fills the whole block or fails (a short read is continued or is
 //!   an error, never success); likewise a write;
 //! - `Fsync` makes every write that *completed* before it was submitted

@@ -322,7 +322,7 @@ pub(super) mod conformance {
         out
     }
 
-    fn assert_block(req: &IoRequest, block: u64) {
+    pub(crate) fn assert_block(req: &IoRequest, block: u64) {
         let bytes = req.buffer().expect("read has a buffer");
         let want: Vec<u8> = (0..BS as u64).map(|i| pattern(block * BS as u64 + i)).collect();
         assert!(bytes == &want[..], "block {block} read wrong bytes");
@@ -339,6 +339,8 @@ pub(super) mod conformance {
         writes_reach_the_file(&mut *engine, &pool, &rx, tmp.path());
         more_requests_than_depth_all_complete(&mut *engine, &pool, &rx);
         reads_past_eof_fail(&mut *engine, &pool, &rx);
+        adjacent_blocks_each_complete(&mut *engine, &pool, &rx, tmp.path());
+        a_run_across_eof_fails_only_past_it(&mut *engine, &pool, &rx);
 
         // Stop with a full queue: every completion arrives before stop returns.
         for tag in 0..64 {
@@ -420,6 +422,82 @@ pub(super) mod conformance {
         for (req, result) in collect(rx, 64) {
             assert!(result.is_ok(), "read {} failed: {result:?}", req.tag);
             assert_block(&req, 63 - req.tag);
+        }
+    }
+
+    /// Adjacent blocks in one batch (which an engine may move as one
+    /// vectored I/O): every request completes with its own block.
+    fn adjacent_blocks_each_complete(
+        engine: &mut dyn Engine,
+        pool: &Arc<Pool>,
+        rx: &Receiver<Msg>,
+        path: &Path,
+    ) {
+        for tag in 0..32 {
+            let mut req = request(pool, tag, IoKind::Write, 16 + tag);
+            req.buffer_mut().unwrap().fill(tag as u8 + 1);
+            engine.submit(req);
+        }
+        engine.unplug();
+        for (req, result) in collect(rx, 32) {
+            assert!(result.is_ok(), "write of block {}: {result:?}", req.block);
+        }
+        let file = std::fs::read(path).unwrap();
+        for tag in 0..32 {
+            let at = (16 + tag) * BS;
+            assert!(
+                file[at..at + BS].iter().all(|&b| b == tag as u8 + 1),
+                "block {} holds its write",
+                16 + tag
+            );
+        }
+        for tag in 0..32 {
+            BlockBuf::new(pool, tag as u32).as_mut_slice().fill(0);
+            engine.submit(request(pool, tag, IoKind::Read, 16 + tag));
+        }
+        engine.unplug();
+        for (req, result) in collect(rx, 32) {
+            assert!(result.is_ok(), "read of block {}: {result:?}", req.block);
+            let b = req.tag as u8 + 1;
+            assert!(
+                req.buffer().unwrap().iter().all(|&x| x == b),
+                "block {} read back",
+                req.block
+            );
+        }
+        // Put the pattern back for later checks.
+        for tag in 0..32 {
+            let mut req = request(pool, tag, IoKind::Write, 16 + tag);
+            for (i, b) in req.buffer_mut().unwrap().iter_mut().enumerate() {
+                *b = pattern((16 + tag) * BS as u64 + i as u64);
+            }
+            engine.submit(req);
+        }
+        engine.unplug();
+        assert!(collect(rx, 32).iter().all(|(_, r)| r.is_ok()));
+    }
+
+    /// A batch of adjacent reads running past the end of the file: the
+    /// blocks before it succeed with their bytes, the ones past it fail.
+    fn a_run_across_eof_fails_only_past_it(engine: &mut dyn Engine, pool: &Arc<Pool>, rx: &Receiver<Msg>) {
+        for tag in 0..8 {
+            BlockBuf::new(pool, tag as u32).as_mut_slice().fill(0);
+            engine.submit(request(pool, tag, IoKind::Read, 60 + tag));
+        }
+        engine.unplug();
+        for (req, result) in collect(rx, 8) {
+            if req.block < 64 {
+                assert!(result.is_ok(), "block {} before EOF: {result:?}", req.block);
+                assert_block(&req, req.block);
+            } else {
+                let err = result.expect_err("read past EOF reported success");
+                assert_eq!(
+                    err.kind(),
+                    io::ErrorKind::UnexpectedEof,
+                    "block {}: {err}",
+                    req.block
+                );
+            }
         }
     }
 

@@ -13,7 +13,7 @@
 //! fails, the requests are leaked (each keeps the pool alive), which beats
 //! a buffer reused under a live DMA.
 
-use super::{settle, Refused, RingShared, Submit, MAX_RETRIES, STOP};
+use super::{block_len, settle, Refused, RingShared, Submit, MAX_RETRIES, STOP};
 use crate::device::engine::{IoKind, IoRequest};
 use crate::device::sync::{ends_at_eof, short_transfer};
 use std::collections::VecDeque;
@@ -99,8 +99,20 @@ impl Reaper {
                     continue;
                 }
                 let key = user_data as usize;
-                if let Some(result) = finish(&shared, &mut sub, key, res, live, &mut self.refused) {
-                    self.done.push((sub.inflight.remove(key).req, result));
+                match finish(&shared, &mut sub, key, res, live, &mut self.refused) {
+                    Outcome::Pending => {}
+                    Outcome::Done(result) => {
+                        let mut reqs = sub.inflight.remove(key).into_requests();
+                        let first = reqs.next().expect("an entry has a request");
+                        self.done.push((first, result));
+                        // The rest of a run, which is done only when it
+                        // moved every block.
+                        self.done.extend(reqs.map(|r| (r, Ok(()))));
+                    }
+                    Outcome::Split { moved, error } => {
+                        let run = sub.inflight.remove(key).into_requests();
+                        self.split(&mut sub, run, moved, error, live);
+                    }
                 }
             }
             if live {
@@ -117,6 +129,39 @@ impl Reaper {
         }
     }
 
+    /// A run ended having moved `moved` bytes, short of its length: its
+    /// requests whose blocks were moved whole are done; the rest start
+    /// again one by one at the front of the backlog (or, while the thread
+    /// winds down, fail with `error`, the run's errno if it had one).
+    fn split(
+        &mut self,
+        sub: &mut Submit,
+        run: impl Iterator<Item = IoRequest>,
+        moved: usize,
+        error: Option<i32>,
+        live: bool,
+    ) {
+        let mut end = 0;
+        let mut again = Vec::new();
+        for req in run {
+            end += block_len(&req);
+            if end <= moved {
+                self.done.push((req, Ok(())));
+            } else if live {
+                again.push(req);
+            } else {
+                let e = match error {
+                    Some(errno) => io::Error::from_raw_os_error(errno),
+                    None => io::Error::other("ring thread stopped mid-transfer"),
+                };
+                self.done.push((req, Err(e)));
+            }
+        }
+        for req in again.into_iter().rev() {
+            sub.backlog.push_front(req);
+        }
+    }
+
     /// Complete what `reap` finished, outside the submission lock.
     fn hand_back(&mut self) {
         for (req, result) in self.done.drain(..) {
@@ -128,8 +173,17 @@ impl Reaper {
     }
 }
 
-/// Act on the CQE of `inflight[key]`: continue it (pushing its next SQE,
-/// `None`) or say how it ended.
+/// How a CQE leaves its entry.
+enum Outcome {
+    /// Continued or retried: its next SQE is pushed.
+    Pending,
+    /// One request, ended (or a run, moved whole).
+    Done(io::Result<()>),
+    /// A run that moved only `moved` bytes (see [`Reaper::split`]).
+    Split { moved: usize, error: Option<i32> },
+}
+
+/// Act on the CQE of `inflight[key]`: continue it or say how it ended.
 fn finish(
     shared: &RingShared,
     sub: &mut Submit,
@@ -137,40 +191,62 @@ fn finish(
     res: i32,
     live: bool,
     refused: &mut Refused,
-) -> Option<io::Result<()>> {
+) -> Outcome {
     let Some(f) = sub.inflight.get_mut(key) else {
         log::error!("blockcache: io_uring CQE for unknown request {key}");
-        return None;
+        return Outcome::Pending;
     };
     #[cfg(test)]
     assert!(
-        f.req.tag != super::tests::PANIC_TAG,
+        f.req.tag != super::tests::PANIC_TAG
+            && f.run
+                .as_ref()
+                .is_none_or(|r| r.rest.iter().all(|q| q.tag != super::tests::PANIC_TAG)),
         "test hook: panic with I/O in flight"
     );
     let (kind, offset) = (f.req.kind, f.req.offset);
-    let len = f.req.buffer().map_or(0, <[u8]>::len);
+    let len = f.len();
+    #[cfg(test)]
+    let res = match &f.run {
+        Some(r) if r.rest.iter().any(|q| q.tag == super::tests::EIO_RUN_TAG) => -libc::EIO,
+        _ => res,
+    };
     if res < 0 {
         let transient = res == -libc::EINTR || res == -libc::EAGAIN;
         if live && transient && f.retries < MAX_RETRIES {
             f.retries += 1;
             shared.push_io(sub, key, refused);
-            return None;
+            return Outcome::Pending;
         }
-        return Some(Err(io::Error::from_raw_os_error(-res)));
+        if f.run.is_some() {
+            return Outcome::Split {
+                moved: 0,
+                error: Some(-res),
+            };
+        }
+        return Outcome::Done(Err(io::Error::from_raw_os_error(-res)));
     }
     if kind == IoKind::Fsync {
-        return Some(Ok(()));
+        return Outcome::Done(Ok(()));
+    }
+    if f.run.is_some() {
+        // A run is never continued: what it did not move whole is started
+        // again block by block, where short transfers and EOF are handled.
+        return match res as usize {
+            moved if moved >= len => Outcome::Done(Ok(())),
+            moved => Outcome::Split { moved, error: None },
+        };
     }
     f.done += res as usize;
     if f.done >= len {
-        Some(Ok(()))
+        Outcome::Done(Ok(()))
     } else if !live {
-        Some(Err(io::Error::other("ring thread stopped mid-transfer")))
+        Outcome::Done(Err(io::Error::other("ring thread stopped mid-transfer")))
     } else if res == 0 || ends_at_eof(&shared.device, kind, f.done) {
-        Some(Err(short_transfer(kind, offset, f.done, len)))
+        Outcome::Done(Err(short_transfer(kind, offset, f.done, len)))
     } else {
         shared.push_io(sub, key, refused);
-        None
+        Outcome::Pending
     }
 }
 
@@ -192,7 +268,7 @@ impl Drop for Reaper {
                     let backlog = std::mem::take(&mut sub.backlog);
                     break inflight
                         .into_iter()
-                        .map(|(_, f)| f.req)
+                        .flat_map(|(_, f)| f.into_requests())
                         .chain(backlog)
                         .collect::<Vec<_>>();
                 }

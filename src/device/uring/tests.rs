@@ -7,6 +7,9 @@ use std::sync::RwLockReadGuard;
 /// A request with this tag makes the reaper panic when it reaps the
 /// request's completion, with other I/O still in the kernel.
 pub(crate) const PANIC_TAG: u64 = 1 << 62;
+/// A vectored run holding a request (not its first) with this tag
+/// completes with EIO, whatever the kernel did; its requests alone do not.
+pub(crate) const EIO_RUN_TAG: u64 = 1 << 61;
 
 // Tests that need io_uring hold FORCE_LOCK shared; the one that forces
 // it off holds it exclusively.
@@ -69,13 +72,14 @@ fn reaper_waits_rather_than_spins() {
 #[test]
 fn panicking_reaper_waits_for_the_kernel() {
     let Some(_shared) = uring() else { return };
-    let (_tmp, dev) = conformance::device_file(&std::env::temp_dir(), 16, 0);
+    let (_tmp, dev) = conformance::device_file(&std::env::temp_dir(), 32, 0);
     let pool = Pool::new(conformance::BS, 16).unwrap();
     let (done, rx) = completer();
-    // Deep enough that all 16 are in the kernel at once.
+    // Deep enough that all 16 are in the kernel at once; every other
+    // block, so that each is an I/O of its own.
     let mut engine = UringEngine::start(16, Arc::clone(&dev), done).unwrap();
     for slot in 0..16 {
-        let mut req = request(&pool, slot, IoKind::Read, slot);
+        let mut req = request(&pool, slot, IoKind::Read, 2 * slot);
         if slot == 7 {
             req.tag = PANIC_TAG;
         }
@@ -87,7 +91,7 @@ fn panicking_reaper_waits_for_the_kernel() {
     for (req, result) in &results[..15] {
         assert!(result.is_ok(), "in-flight {}: {result:?}", req.tag);
         let want: Vec<u8> = (0..conformance::BS as u64)
-            .map(|i| conformance::pattern(req.tag * conformance::BS as u64 + i))
+            .map(|i| conformance::pattern(2 * req.tag * conformance::BS as u64 + i))
             .collect();
         assert!(
             req.buffer().unwrap() == &want[..],
@@ -107,4 +111,61 @@ fn panicking_reaper_waits_for_the_kernel() {
         result.is_err(),
         "a dead reaper's engine fails new requests at once"
     );
+}
+
+/// Adjacent blocks submitted in one batch go as one vectored I/O each run
+/// of at most `MAX_RUN`, and every request still completes on its own with
+/// its own block's bytes; a run counts once against the depth.
+#[test]
+fn adjacent_blocks_go_as_vectored_runs() {
+    let Some(_shared) = uring() else { return };
+    let (_tmp, dev) = conformance::device_file(&std::env::temp_dir(), 128, 0);
+    let pool = Pool::new(conformance::BS, 128).unwrap();
+    let (done, rx) = completer();
+    let mut engine = UringEngine::start(2, dev, done).unwrap();
+    // 100 adjacent blocks, submitted out of order, plus two lone ones.
+    let blocks: Vec<u64> = (0..100).rev().chain([110, 120]).collect();
+    for (tag, &block) in blocks.iter().enumerate() {
+        engine.submit(request(&pool, tag as u64, IoKind::Read, block));
+    }
+    engine.unplug();
+    for (req, result) in conformance::collect(&rx, blocks.len()) {
+        assert!(result.is_ok(), "block {}: {result:?}", req.block);
+        assert_eq!(req.block, blocks[req.tag as usize]);
+        conformance::assert_block(&req, req.block);
+    }
+    let runs = engine.shared.as_ref().unwrap().lock().runs;
+    assert_eq!(
+        runs,
+        100usize.div_ceil(MAX_RUN),
+        "runs of at most {MAX_RUN} blocks"
+    );
+    engine.stop();
+}
+
+/// A run that fails is started again block by block: each request gets
+/// its own outcome, here success with its block, and none is failed for
+/// its neighbour.
+#[test]
+fn a_failed_run_is_retried_block_by_block() {
+    let Some(_shared) = uring() else { return };
+    let (_tmp, dev) = conformance::device_file(&std::env::temp_dir(), 8, 0);
+    let pool = Pool::new(conformance::BS, 8).unwrap();
+    let (done, rx) = completer();
+    let mut engine = UringEngine::start(4, dev, done).unwrap();
+    for slot in 0..8 {
+        let mut req = request(&pool, slot, IoKind::Read, slot);
+        if slot == 5 {
+            req.tag = EIO_RUN_TAG;
+        }
+        engine.submit(req);
+    }
+    engine.unplug();
+    let results = conformance::collect(&rx, 8);
+    assert_eq!(engine.shared.as_ref().unwrap().lock().runs, 1, "one run went out");
+    for (req, result) in results {
+        assert!(result.is_ok(), "block {}: {result:?}", req.block);
+        conformance::assert_block(&req, req.block);
+    }
+    engine.stop();
 }
