@@ -118,6 +118,7 @@ impl Cache {
             shared,
             counters,
             depth: config.queue_depth,
+            readahead: config.readahead,
             cpu: config.owner_cpu,
             keepalive,
         })?;

@@ -59,6 +59,7 @@ pub struct Config {
     pub(crate) owner_cpu: Option<usize>,
     pub(crate) custom_engine: Option<Arc<dyn EngineFactory>>,
     pub(crate) fast_hits: bool,
+    pub(crate) readahead: u32,
 }
 
 impl Config {
@@ -77,6 +78,7 @@ impl Config {
             owner_cpu: None,
             custom_engine: None,
             fast_hits: true,
+            readahead: 0,
         }
     }
 
@@ -109,6 +111,32 @@ impl Config {
         self
     }
 
+    /// Read ahead of a device read in order: up to `max_blocks` blocks
+    /// past a run of in-order read misses are read before they are asked
+    /// for (default 0: off, a get reads exactly its block, as LVM's bcache
+    /// does).
+    ///
+    /// A run starts reading ahead on its second miss in order, with a
+    /// window of 8 blocks (or `max_blocks` if smaller) that doubles with
+    /// each window up to `max_blocks`; the next window starts when the
+    /// reader comes within half a window of the end. Each device tracks a
+    /// few runs, so threads reading separate ranges of one device in order
+    /// each get their own. Readahead never waits: it stops at the device's
+    /// [`queue_depth`](Config::queue_depth), when a get waits for a slot,
+    /// and when no block is free or clean to evict. Blocks read ahead are
+    /// counted in [`Stats::readaheads`](crate::Stats::readaheads) and
+    /// [`Stats::reads_issued`](crate::Stats::reads_issued).
+    ///
+    /// ```
+    /// use blockcache::Config;
+    /// let cfg = Config::new(4096, 1024).readahead(64); // up to 256 KiB ahead
+    /// assert_eq!(cfg.readahead_blocks(), 64);
+    /// ```
+    pub fn readahead(mut self, max_blocks: u32) -> Config {
+        self.readahead = max_blocks;
+        self
+    }
+
     /// Use a caller-supplied engine for every device instead of
     /// [`EngineKind`]: for tests that script or fault the I/O the cache
     /// issues. See [`engine`](crate::engine).
@@ -135,6 +163,11 @@ impl Config {
     /// Per-device I/O depth.
     pub fn depth(&self) -> u32 {
         self.queue_depth
+    }
+
+    /// Most blocks read ahead of a run (0: no readahead).
+    pub fn readahead_blocks(&self) -> u32 {
+        self.readahead
     }
 
     /// Every rule a config must meet, with a message naming the one broken.
@@ -193,6 +226,7 @@ impl fmt::Debug for Config {
             .field("owner_cpu", &self.owner_cpu)
             .field("custom_engine", &self.custom_engine.is_some())
             .field("fast_hits", &self.fast_hits)
+            .field("readahead", &self.readahead)
             .finish()
     }
 }

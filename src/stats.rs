@@ -23,6 +23,8 @@ pub struct Stats {
     pub write_zeroes: u64,
     /// Reads started by `prefetch`.
     pub prefetches: u64,
+    /// Reads started by readahead ([`Config::readahead`](crate::Config::readahead)).
+    pub readaheads: u64,
     /// Blocks read from devices.
     pub reads_issued: u64,
     /// Blocks written to devices.
@@ -67,6 +69,7 @@ counters!(
     write_misses,
     write_zeroes,
     prefetches,
+    readaheads,
     reads_issued,
     writes_issued,
     io_errors,

@@ -70,6 +70,9 @@ impl Owner {
             None if !self.slot_queue.is_empty() => self.push_waiter(QueueId::Slots, w),
             None => self.get_new(w),
         }
+        if mode == Mode::Read && !hit {
+            self.read_ahead(dev, block);
+        }
     }
 
     fn count_get(&self, mode: Mode, hit: bool) {
@@ -392,14 +395,23 @@ impl Owner {
         if self.check(dev, block, Mode::Read).is_err() || self.shared.lookup(dev, block).is_some() {
             return;
         }
+        if self.start_read(dev, block) {
+            bump(&self.counters.prefetches);
+        }
+    }
+
+    /// Read `dev`'s `block`, checked and not resident, for no get
+    /// (a prefetch or readahead), if that costs no waiting. False when it
+    /// could not be started.
+    pub(super) fn start_read(&mut self, dev: DeviceId, block: u64) -> bool {
         if self.devices[&dev].in_flight >= self.depth || !self.slot_queue.is_empty() {
-            return;
+            return false;
         }
         let Some(slot) = self.take_slot() else {
-            return;
+            return false;
         };
         self.assign(slot, dev, block);
-        bump(&self.counters.prefetches);
         self.issue_read(slot, None);
+        true
     }
 }

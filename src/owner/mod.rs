@@ -68,6 +68,7 @@ pub(crate) mod op_waits;
 pub(crate) mod ops;
 pub(crate) mod pool;
 pub(crate) mod quiet;
+pub(crate) mod readahead;
 pub(crate) mod readers;
 pub(crate) mod slot_state;
 pub(crate) mod table;
@@ -316,6 +317,8 @@ pub(crate) struct Device {
     pub(crate) plugged: bool,
     /// The slots holding its blocks (see [`device_slots`]).
     pub(crate) slots: Chain,
+    /// Its runs of in-order reads (see [`readahead`]).
+    pub(crate) readahead: readahead::Readahead,
 }
 
 pub(crate) struct Owner {
@@ -323,6 +326,8 @@ pub(crate) struct Owner {
     pub(crate) pool: Arc<Pool>,
     pub(crate) counters: Arc<Counters>,
     pub(crate) depth: u32,
+    /// Most blocks read ahead of a run at once (0: no readahead).
+    pub(crate) readahead: u32,
     pub(crate) slots: Vec<Slot>,
     pub(crate) lists: Lists,
     pub(crate) shared: Arc<Shared>,
@@ -395,6 +400,7 @@ pub(crate) struct Start {
     pub(crate) shared: Arc<Shared>,
     pub(crate) counters: Arc<Counters>,
     pub(crate) depth: u32,
+    pub(crate) readahead: u32,
     pub(crate) cpu: Option<usize>,
     /// See `Owner::keepalive`.
     pub(crate) keepalive: Arc<dyn Send + Sync>,
@@ -465,6 +471,7 @@ impl Owner {
             rx: start.rx,
             counters: start.counters,
             depth: start.depth,
+            readahead: start.readahead,
             slots,
             lists,
             shared: start.shared,

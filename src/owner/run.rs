@@ -153,6 +153,7 @@ impl Owner {
                         quiesced: false,
                         plugged: false,
                         slots: Chain::default(),
+                        readahead: Default::default(),
                     },
                 );
                 reply.send(Ok(Answer::Unit));

@@ -30,6 +30,8 @@ pub struct CacheSpec {
     /// Serve hits of resident blocks in the client thread (blockcache's
     /// default); false sends every get through the owner thread.
     pub fast_hits: bool,
+    /// Most blocks read ahead of an in-order run (0: off).
+    pub readahead: u32,
 }
 
 /// A running cache with its devices open.
@@ -64,7 +66,8 @@ impl Rig {
         let config = Config::new(spec.block_size, spec.capacity)
             .engine(spec.engine)
             .queue_depth(spec.depth)
-            .fast_hits(spec.fast_hits);
+            .fast_hits(spec.fast_hits)
+            .readahead(spec.readahead);
         let cache = Cache::new(config).with_context(|| format!("starting the cache ({spec:?})"))?;
         let t0 = Instant::now();
         let devs = paths

@@ -101,6 +101,7 @@ impl Flush {
             depth: blockcache::config::DEFAULT_QUEUE_DEPTH,
             engine: self.plan.engine.kind(),
             fast_hits: true,
+            readahead: 0,
         }
     }
 }

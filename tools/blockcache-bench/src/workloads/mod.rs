@@ -34,6 +34,11 @@ pub fn cache_pf(d: u32) -> String {
     format!("cache pf{d}")
 }
 
+/// Label of a cache row reading ahead up to `d` blocks.
+pub fn cache_ra(d: u32) -> String {
+    format!("cache ra{d}")
+}
+
 /// Label of a raw io_uring row at depth `d`.
 pub fn uring_qd(d: u32) -> String {
     format!("uring qd{d}")
@@ -48,6 +53,9 @@ pub enum CacheMode {
     GetCopy,
     /// As `GetCopy`, with a prefetch window of the case's depth.
     Prefetch,
+    /// As `GetCopy`, the cache reading ahead up to the case's depth
+    /// (`Config::readahead`), no prefetch.
+    Readahead,
     /// As `GetCopy`, every get a round trip to the owner thread
     /// (`Config::fast_hits(false)`): what the client-side hit path buys.
     ViaOwner,
@@ -154,6 +162,7 @@ pub fn spec(plan: &Plan, depth: u32) -> CacheSpec {
         depth: depth.clamp(1, blockcache::config::MAX_QUEUE_DEPTH),
         engine: plan.engine.kind(),
         fast_hits: true,
+        readahead: 0,
     }
 }
 

@@ -3,8 +3,8 @@
 //! from a cold page cache (kernel readahead) and raw io_uring `d` deep.
 
 use super::{
-    cache_pf, set_references, spec, test_file, uring_qd, usable_baselines, CacheMode, Case, Group, Runner,
-    System,
+    cache_pf, cache_ra, set_references, spec, test_file, uring_qd, usable_baselines, CacheMode, Case, Group,
+    Runner, System,
 };
 use crate::cli::{Baseline, Plan};
 use crate::drive::run_threads;
@@ -52,6 +52,9 @@ impl Scan {
                 }
                 for &d in &plan.depths {
                     cases.push(Case::new(cache_pf(d), System::Cache(CacheMode::Prefetch), d));
+                }
+                for &d in &plan.depths {
+                    cases.push(Case::new(cache_ra(d), System::Cache(CacheMode::Readahead), d));
                 }
                 set_references(&mut cases, baselines.first().copied());
                 Group {
@@ -111,10 +114,17 @@ impl Runner for Scan {
         let per = self.blocks / threads as u64;
         let slice = |t: usize| (t as u64 * per, (t as u64 + 1) * per);
         match system {
-            System::Cache(_) => {
-                let rig = Rig::start(&spec(&self.plan, depth * threads as u32), &[path])?;
+            System::Cache(mode) => {
+                let mut spec = spec(&self.plan, depth * threads as u32);
+                // Reading ahead replaces the prefetch window.
+                let w = if mode == CacheMode::Readahead {
+                    spec.readahead = depth;
+                    0
+                } else {
+                    u64::from(depth)
+                };
+                let rig = Rig::start(&spec, &[path])?;
                 let (cache, dev) = (&rig.cache, rig.dev());
-                let w = u64::from(depth);
                 let mark = rig.mark();
                 let timed = run_threads(
                     threads,
@@ -123,12 +133,12 @@ impl Runner for Scan {
                     |t, mut buf, rec| {
                         let (start, end) = slice(t);
                         rec.cap_ops(end - start);
-                        for b in start..(start + w - 1).min(end) {
+                        for b in start..(start + w.saturating_sub(1)).min(end) {
                             cache.prefetch(dev, b);
                         }
                         rec.each(|i| {
                             let b = start + i;
-                            if b + w - 1 < end {
+                            if w > 0 && b + w - 1 < end {
                                 cache.prefetch(dev, b + w - 1);
                             }
                             buf.copy_from_slice(&cache.read(dev, b)?);
