@@ -8,8 +8,8 @@
 # source (tools/blockcache-bench and benches/suite.rs of the working tree)
 # and the current Cargo.lock, so only the cache differs; each side has its
 # own CARGO_TARGET_DIR (kept between runs for speed, see AB_DIR). If the
-# BEFORE crate has no `Config::fast_hits`, its copy of the tool's rig.rs
-# loses the `.fast_hits(..)` call (the patch must apply exactly once).
+# BEFORE crate has no `Config::fast_hits` or `Config::readahead`, its copy
+# of the tool's rig.rs loses that call (each patch must apply exactly once).
 #
 # The two binaries then run alternately, round by round, each run a whole
 # `--rounds 1` invocation of one workload: odd rounds BEFORE then AFTER,
@@ -126,6 +126,19 @@ if s.count(old) != 1:
 open(p, "w").write(s.replace(old, ";"))
 EOF
     echo "$side: crate has no Config::fast_hits; its tool copy omits the call" >&2
+  fi
+  if ! grep -rq 'pub fn readahead' "$dest/src"; then
+    # Before readahead: its rows (scan's `cache raN`) run without it.
+    python3 - "$dest/tools/blockcache-bench/src/rig.rs" <<'EOF'
+import sys
+p = sys.argv[1]
+s = open(p).read()
+old = "\n            .readahead(spec.readahead)"
+if s.count(old) != 1:
+    sys.exit(f"ab-compare: the readahead patch does not apply to {p}: update the script")
+open(p, "w").write(s.replace(old, ""))
+EOF
+    echo "$side: crate has no Config::readahead; its tool copy omits the call" >&2
   fi
   echo "$side: building ${rev:-working tree} ..." >&2
   CARGO_TARGET_DIR=$AB_DIR/target-$side cargo build --release -q \

@@ -66,8 +66,8 @@ impl Rig {
         let config = Config::new(spec.block_size, spec.capacity)
             .engine(spec.engine)
             .queue_depth(spec.depth)
-            .fast_hits(spec.fast_hits)
-            .readahead(spec.readahead);
+            .readahead(spec.readahead)
+            .fast_hits(spec.fast_hits);
         let cache = Cache::new(config).with_context(|| format!("starting the cache ({spec:?})"))?;
         let t0 = Instant::now();
         let devs = paths
