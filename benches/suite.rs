@@ -1,5 +1,5 @@
 //! `cargo bench`: the whole blockcache-bench suite in short form (hot,
-//! random, mixed, scan, devices, flush, the idle check), printing each table and
+//! random, mixed, scan, devices, flush, big, the idle check), printing each table and
 //! the goals. Arguments that do not start with `-` select entries by name:
 //!
 //! ```text

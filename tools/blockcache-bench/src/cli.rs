@@ -29,6 +29,9 @@ pub enum Workload {
     Devices,
     /// N blocks made dirty, then one flush / invalidate_device / close of them.
     Flush,
+    /// Caches of N blocks (--blocks): `Cache::new` time and RSS, and hits
+    /// with every block hot next to one random byte of an array as large.
+    Big,
 }
 
 /// An operation the `flush` workload times.
@@ -153,7 +156,8 @@ pub struct Cli {
     #[arg(long)]
     pub allow_writes: bool,
     /// Dirty blocks per `flush` run, a comma list (1k = 1024) [default:
-    /// 1k,16k; the large sizes: 1k,16k,256k,1m].
+    /// 1k,16k; the large sizes: 1k,16k,256k,1m]; for `big`, the cache
+    /// capacities [default: 1k,16k,256k,1m].
     #[arg(long, value_name = "N[,N..]", value_delimiter = ',', value_parser = parse_size)]
     pub blocks: Vec<u64>,
     /// Operations the `flush` workload times, a comma list [default: all].
@@ -239,7 +243,7 @@ pub fn baselines_for(w: Workload) -> (&'static [Baseline], &'static [Baseline]) 
         Workload::Mixed => (&[Direct, Pread], &[Direct, Pread]),
         Workload::Scan => (&[Pread, Uring], &[Pread, Uring, Direct]),
         Workload::Devices => (&[Direct, Pread, Uring], &[Direct, Pread, Uring]),
-        Workload::Flush => (&[], &[]),
+        Workload::Flush | Workload::Big => (&[], &[]),
     }
 }
 
@@ -251,6 +255,7 @@ fn name(w: Workload) -> &'static str {
         Workload::Scan => "scan",
         Workload::Devices => "devices",
         Workload::Flush => "flush",
+        Workload::Big => "big",
     }
 }
 
@@ -356,6 +361,9 @@ impl Cli {
             baselines = defaults.to_vec();
         }
 
+        if self.file.is_some() && w == Workload::Big {
+            return Err("--file: the big workload reads a sparse temporary file of its own".into());
+        }
         if self.file.is_some() && self.file_mb.is_some() {
             return Err("--file-mb sizes the temporary file; --file PATH is used at its own size".into());
         }
@@ -366,9 +374,12 @@ impl Cli {
             ));
         }
         let flush = w == Workload::Flush;
-        let flush_flags = !self.blocks.is_empty() || !self.flush_ops.is_empty();
-        if flush_flags && !flush {
-            return Err("--blocks and --op apply to the flush workload only".into());
+        let big = w == Workload::Big;
+        if !self.flush_ops.is_empty() && !flush {
+            return Err("--op applies to the flush workload only".into());
+        }
+        if !self.blocks.is_empty() && !(flush || big) {
+            return Err("--blocks applies to the flush and big workloads only".into());
         }
         if let Some(n) = self
             .blocks
@@ -380,8 +391,9 @@ impl Cli {
                 MAX_CAPACITY as u64 * 2 / 3
             ));
         }
-        let mut blocks = match (flush, self.blocks.is_empty()) {
-            (true, true) => vec![1 << 10, 16 << 10],
+        let mut blocks = match (w, self.blocks.is_empty()) {
+            (Workload::Flush, true) => vec![1 << 10, 16 << 10],
+            (Workload::Big, true) => vec![1 << 10, 16 << 10, 256 << 10, 1 << 20],
             _ => self.blocks.clone(),
         };
         dedup(&mut blocks);
@@ -390,6 +402,9 @@ impl Cli {
             _ => self.flush_ops.clone(),
         };
         dedup(&mut flush_ops);
+        if big && threads != [1] {
+            return Err("--threads: the big workload reads from one thread".into());
+        }
         if flush && threads != [1] {
             return Err("--threads: the flush workload runs its operation from one thread".into());
         }
@@ -407,7 +422,7 @@ impl Cli {
             (None, Workload::Mixed) => cache_bytes * 10,
             (None, Workload::Scan) => cache_bytes * 4,
             (None, Workload::Devices) => (16 * bs).max(64 << 10),
-            (None, Workload::Flush) => blocks.iter().max().expect("not empty") * bs,
+            (None, Workload::Flush | Workload::Big) => blocks.iter().max().expect("not empty") * bs,
         };
         if file_bytes < 2 * bs {
             return Err(format!(

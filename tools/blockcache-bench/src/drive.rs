@@ -71,6 +71,15 @@ impl Recorder {
         self.ops += 1;
     }
 
+    /// Count `n` operations that together took from `start` to `end`,
+    /// each recorded at their mean (for operations too short to time one
+    /// by one).
+    pub fn record_batch(&mut self, start: Instant, end: Instant, n: u64) {
+        let mean = end.duration_since(start).as_nanos() as f64 / n.max(1) as f64;
+        self.hist.saturating_record_n((mean.round() as u64).max(1), n);
+        self.ops += n;
+    }
+
     /// Whether the run is over (checked with a time already taken).
     #[inline]
     pub fn done(&self, now: Instant) -> bool {

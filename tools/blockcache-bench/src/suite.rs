@@ -1,5 +1,5 @@
 //! The whole suite in short form, as `cargo bench` runs it: every workload
-//! with short runs on an 8 MiB cache, then the idle check and the goals.
+//! with short runs on an 8 MiB cache (`big` on caches of 1K and 16K blocks), then the idle check and the goals.
 //! Each entry is a command line of the tool, so any table can be
 //! reproduced (longer) with `blockcache-bench` and the same flags.
 
@@ -11,7 +11,7 @@ use clap::Parser;
 use std::time::{Duration, Instant};
 
 /// The suite: a name and the tool's flags for it.
-pub const SUITE: [(&str, &[&str]); 6] = [
+pub const SUITE: [(&str, &[&str]); 7] = [
     (
         "hot",
         &[
@@ -51,6 +51,19 @@ pub const SUITE: [(&str, &[&str]); 6] = [
         &["--workload", "devices", "--cache-mb", "8", "--seconds", "0.3"],
     ),
     ("flush", &["--workload", "flush"]),
+    (
+        "big",
+        &[
+            "--workload",
+            "big",
+            "--blocks",
+            "1k,16k",
+            "--seconds",
+            "0.2",
+            "--rounds",
+            "3",
+        ],
+    ),
 ];
 
 /// Seconds the idle cache is watched.

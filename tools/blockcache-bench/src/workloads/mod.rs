@@ -1,7 +1,8 @@
-//! The six workloads, each run on the cache and its baselines, and the
+//! The seven workloads, each run on the cache and its baselines, and the
 //! round-robin that runs them: every round runs every case of a group once,
 //! back to back, starting one case later each round.
 
+mod big;
 mod devices;
 mod flush;
 mod hot;
@@ -225,6 +226,7 @@ pub fn prepare(plan: &Plan) -> Result<Box<dyn Runner>> {
         Workload::Scan => Box::new(scan::Scan::prepare(plan)?),
         Workload::Devices => Box::new(devices::Devices::prepare(plan)?),
         Workload::Flush => Box::new(flush::Flush::prepare(plan)?),
+        Workload::Big => Box::new(big::Big::prepare(plan)?),
     })
 }
 
