@@ -378,7 +378,7 @@ impl Cli {
         if !self.flush_ops.is_empty() && !flush {
             return Err("--op applies to the flush workload only".into());
         }
-        if !self.blocks.is_empty() && !(flush || big) {
+        if !(self.blocks.is_empty() || flush || big) {
             return Err("--blocks applies to the flush and big workloads only".into());
         }
         if let Some(n) = self
@@ -598,8 +598,10 @@ mod tests {
             (&["--devices", "8"], "devices workload only"),
             (&["--plot", "out.png"], ".svg"),
             (&["--idle-seconds", "100"], "--idle-seconds"),
-            (&["--blocks", "1k"], "flush workload only"),
+            (&["--blocks", "1k"], "flush and big workloads only"),
             (&["--op", "close"], "flush workload only"),
+            (&["--workload", "big", "--threads", "2"], "one thread"),
+            (&["--workload", "big", "--file", "/x"], "sparse temporary file"),
             (&["--workload", "flush", "--blocks", "0"], "--blocks 0"),
             (&["--workload", "flush", "--threads", "2"], "one thread"),
             (&["--workload", "flush", "--file", "/x"], "--allow-writes"),
