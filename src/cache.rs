@@ -95,10 +95,10 @@ impl Cache {
     pub fn new(config: Config) -> Result<Cache, Error> {
         config.validate()?;
         let factory = choose_engine(&config)?;
-        let pool = Pool::new(config.block_size, config.capacity)?;
+        let pool = Pool::map(config.block_size, config.capacity, config.huge_pages)?;
         let counters = Arc::new(Counters::default());
         let (tx, rx) = bounded(OWNER_CHANNEL);
-        let shared = Shared::new(config.capacity)?;
+        let shared = Shared::new(config.capacity, config.huge_pages)?;
         let core = Arc::new(Core {
             tx: tx.clone(),
             pool: Arc::clone(&pool),
@@ -120,6 +120,7 @@ impl Cache {
             depth: config.queue_depth,
             readahead: config.readahead,
             cpu: config.owner_cpu,
+            huge_pages: config.huge_pages,
             keepalive,
         })?;
         *core.owner_thread.lock() = Some(thread);

@@ -60,6 +60,7 @@ pub struct Config {
     pub(crate) custom_engine: Option<Arc<dyn EngineFactory>>,
     pub(crate) fast_hits: bool,
     pub(crate) readahead: u32,
+    pub(crate) huge_pages: bool,
 }
 
 impl Config {
@@ -79,6 +80,7 @@ impl Config {
             custom_engine: None,
             fast_hits: true,
             readahead: 0,
+            huge_pages: true,
         }
     }
 
@@ -135,6 +137,36 @@ impl Config {
     pub fn readahead(mut self, max_blocks: u32) -> Config {
         self.readahead = max_blocks;
         self
+    }
+
+    /// Whether to ask the kernel for transparent huge pages (2 MiB on
+    /// x86-64) for the pool and the large per-block tables (default
+    /// `true`). A hit on a big cache then misses the TLB less: one huge
+    /// page maps what takes 512 small ones. It is advice (`madvise`): where
+    /// the kernel has them off or lacks them the memory keeps small pages
+    /// and nothing fails. Memory is still taken only where blocks are
+    /// used, but in huge-page steps, so a cache holding few blocks may keep
+    /// more resident; `false` keeps small pages throughout.
+    ///
+    /// ```
+    /// use blockcache::{Cache, Config, EngineKind};
+    /// # fn main() -> Result<(), blockcache::Error> {
+    /// let cfg = Config::new(4096, 1 << 16).engine(EngineKind::Sync).huge_pages(false);
+    /// assert!(!cfg.huge_pages_enabled());
+    /// assert!(Config::new(4096, 16).huge_pages_enabled(), "on by default");
+    /// let cache = Cache::new(cfg)?;   // 256 MiB of small pages, none touched yet
+    /// assert_eq!(cache.capacity(), 1 << 16);
+    /// # Ok(()) }
+    /// ```
+    pub fn huge_pages(mut self, on: bool) -> Config {
+        self.huge_pages = on;
+        self
+    }
+
+    /// Whether transparent huge pages are asked for
+    /// ([`huge_pages`](Config::huge_pages)).
+    pub fn huge_pages_enabled(&self) -> bool {
+        self.huge_pages
     }
 
     /// Use a caller-supplied engine for every device instead of
@@ -227,6 +259,7 @@ impl fmt::Debug for Config {
             .field("custom_engine", &self.custom_engine.is_some())
             .field("fast_hits", &self.fast_hits)
             .field("readahead", &self.readahead)
+            .field("huge_pages", &self.huge_pages)
             .finish()
     }
 }

@@ -93,7 +93,7 @@ impl Owner {
             None => {
                 // Written: clean now, and the dirty count drops with it
                 // (LVM bug A: its counter never went down).
-                s.error = None;
+                self.errors.remove(&slot);
                 self.lists.move_to(slot, List::Clean);
                 if let Some(d) = self.devices.get_mut(&dev) {
                     d.unsynced = true;
@@ -102,7 +102,7 @@ impl Owner {
             Some(e) => {
                 // Nothing is lost: the block stays dirty, on Errored, until
                 // a flush writes it.
-                s.error = Some(e.clone());
+                self.errors.insert(slot, e.clone());
                 self.lists.move_to(slot, List::Errored);
                 self.shared.slots[slot as usize].state.set(DIRTY, true);
             }

@@ -6,13 +6,21 @@
 //! (`assign`) until it holds none again (`free_slot`, or eviction in
 //! `take_slot`), in the order its blocks were assigned. The links live in
 //! two arrays indexed by slot and each device keeps its list's ends
-//! ([`Chain`]), so linking and unlinking are O(1) and never allocate.
+//! ([`Chain`]), so linking and unlinking are O(1) and never allocate. A
+//! link is `slot + 1`, 0 for none, so that a new cache's links are all
+//! zero bytes (`table::Zeroed`).
 
-use super::table::{filled, TooLarge};
+use super::table::{TooLarge, ZeroedTable};
 use super::Owner;
 use crate::DeviceId;
 
-const NIL: u32 = u32::MAX;
+/// No slot: links hold `slot + 1`.
+const NIL: u32 = 0;
+
+#[inline]
+fn link(slot: u32) -> u32 {
+    slot + 1
+}
 
 /// One device's list: its first and last slot, and its length.
 #[derive(Clone, Copy, Debug)]
@@ -40,14 +48,15 @@ impl Chain {
 
 /// The links of every slot.
 pub(crate) struct DeviceSlots {
-    prev: Vec<u32>,
-    next: Vec<u32>,
+    prev: ZeroedTable<u32>,
+    next: ZeroedTable<u32>,
 }
 
 impl DeviceSlots {
-    /// Links for `capacity` slots, none on any list.
-    pub(crate) fn new(capacity: u32) -> Result<DeviceSlots, TooLarge> {
-        let links = || filled("the devices' slot chains", capacity as usize, |_| NIL);
+    /// Links for `capacity` slots, none on any list; `huge`: ask for
+    /// transparent huge pages (`Config::huge_pages`).
+    pub(crate) fn new(capacity: u32, huge: bool) -> Result<DeviceSlots, TooLarge> {
+        let links = || ZeroedTable::new("the devices' slot chains", capacity as usize, huge);
         Ok(DeviceSlots {
             prev: links()?,
             next: links()?,
@@ -61,10 +70,10 @@ impl DeviceSlots {
         self.prev[i] = chain.tail;
         self.next[i] = NIL;
         match chain.tail {
-            NIL => chain.head = slot,
-            t => self.next[t as usize] = slot,
+            NIL => chain.head = link(slot),
+            t => self.next[t as usize - 1] = link(slot),
         }
-        chain.tail = slot;
+        chain.tail = link(slot);
         chain.len += 1;
     }
 
@@ -74,14 +83,14 @@ impl DeviceSlots {
         let (p, n) = (self.prev[i], self.next[i]);
         match p {
             NIL => {
-                debug_assert_eq!(chain.head, slot, "slot {slot} is not on this chain");
+                debug_assert_eq!(chain.head, link(slot), "slot {slot} is not on this chain");
                 chain.head = n;
             }
-            p => self.next[p as usize] = n,
+            p => self.next[p as usize - 1] = n,
         }
         match n {
             NIL => chain.tail = p,
-            n => self.prev[n as usize] = p,
+            n => self.prev[n as usize - 1] = p,
         }
         self.prev[i] = NIL;
         self.next[i] = NIL;
@@ -94,8 +103,8 @@ impl DeviceSlots {
         let mut out = Vec::with_capacity(chain.len as usize);
         let mut at = chain.head;
         while at != NIL {
-            out.push(at);
-            at = self.next[at as usize];
+            out.push(at - 1);
+            at = self.next[at as usize - 1];
         }
         out
     }
@@ -133,7 +142,7 @@ mod tests {
 
     #[test]
     fn chains_hold_their_slots_through_links_and_unlinks() {
-        let mut links = DeviceSlots::new(8).unwrap();
+        let mut links = DeviceSlots::new(8, false).unwrap();
         let (mut a, mut b) = (Chain::default(), Chain::default());
         for s in [0, 3, 5] {
             links.link(&mut a, s);

@@ -339,9 +339,9 @@ impl Owner {
             .head(List::Errored)
             .expect("every slot is on some list");
         NoSlot::Fail(
-            self.slots[slot as usize]
-                .error
-                .clone()
+            self.errors
+                .get(&slot)
+                .cloned()
                 .expect("errored slots keep their error"),
         )
     }

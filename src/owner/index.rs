@@ -34,7 +34,7 @@
 //!
 //! [`SlotKey`]: super::slot_state::SlotKey
 
-use super::table::{self, TooLarge};
+use super::table::{TooLarge, ZeroedTable};
 use crate::DeviceId;
 use std::sync::atomic::{AtomicU64, Ordering::*};
 
@@ -42,7 +42,7 @@ use std::sync::atomic::{AtomicU64, Ordering::*};
 const EMPTY: u64 = 0;
 
 pub(crate) struct Index {
-    places: Box<[AtomicU64]>,
+    places: ZeroedTable<AtomicU64>,
     mask: usize,
 }
 
@@ -77,12 +77,12 @@ fn slot_of(e: u64) -> u32 {
 }
 
 impl Index {
-    /// A table for a cache of `capacity` slots.
-    pub(crate) fn new(capacity: usize) -> Result<Index, TooLarge> {
+    /// A table for a cache of `capacity` slots, every place `EMPTY` (zero
+    /// bytes: untouched pages); `huge`: ask for transparent huge pages.
+    pub(crate) fn new(capacity: usize, huge: bool) -> Result<Index, TooLarge> {
         let len = (capacity.max(1) * 2).next_power_of_two().max(16);
-        let places = table::filled("an index", len, |_| AtomicU64::new(EMPTY))?;
         Ok(Index {
-            places: places.into_boxed_slice(),
+            places: ZeroedTable::new("an index", len, huge)?,
             mask: len - 1,
         })
     }
@@ -183,7 +183,7 @@ mod tests {
     #[test]
     fn agrees_with_a_map_under_churn() {
         let capacity = 24;
-        let index = Index::new(capacity).unwrap();
+        let index = Index::new(capacity, false).unwrap();
         let mut keys: Vec<Option<(DeviceId, u64)>> = vec![None; capacity];
         let mut map: HashMap<(DeviceId, u64), u32> = HashMap::new();
         let mut rng = 0x2545_F491_4F6C_DD1Du64;
@@ -226,7 +226,7 @@ mod tests {
 
     #[test]
     fn a_tag_collision_is_resolved_by_the_key() {
-        let index = Index::new(4).unwrap();
+        let index = Index::new(4, false).unwrap();
         index.insert(DeviceId(1), 7, 0);
         // The slot's key says it holds something else: not a match.
         assert_eq!(index.get(DeviceId(1), 7, |_| false), None);

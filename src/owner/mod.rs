@@ -203,9 +203,11 @@ pub(crate) enum Msg {
     Wake,
 }
 
+/// `Free` is zero: a new slot record is all zero bytes (`Zeroed`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
 pub(crate) enum State {
-    Free,
+    Free = 0,
     Reading,
     Writing,
     Resident,
@@ -213,16 +215,24 @@ pub(crate) enum State {
 
 /// The owner's private view of a slot. Who holds it, and whether it is
 /// dirty, live in the shared atomic word (`Shared::slots`).
+///
+/// Why the last writeback of a slot failed is not here but in
+/// `Owner::errors` (rare, and a record that needs no drop is what lets
+/// the table start as zero pages).
 pub(crate) struct Slot {
     pub(crate) key: (DeviceId, u64),
     pub(crate) state: State,
     pub(crate) waiters: WaitQueue,
-    /// Why the last writeback failed (the slot is on `Errored`).
-    pub(crate) error: Option<IoFailure>,
     /// The read in flight carries the get that caused it (`Grant`): the
     /// block is awaited though no waiter is queued on the slot.
     pub(crate) read_awaited: bool,
 }
+
+// SAFETY: every field is valid as zero bytes and none needs a drop: the
+// key's integers (device 0 is no device), `State::Free` (discriminant 0
+// of a `repr(u8)` enum), an empty `WaitQueue` (itself `Zeroed`) and
+// `false`. Zero is the record of a slot that holds nothing.
+unsafe impl table::Zeroed for Slot {}
 
 /// One slot's client-visible part, on a cache line of its own so that
 /// threads hitting neighbouring blocks do not contend.
@@ -232,13 +242,25 @@ pub(crate) struct SharedSlot {
     pub(crate) key: SlotKey,
 }
 
+// SAFETY: both fields are `Zeroed` (a free slot's word, no block's key)
+// and the rest is alignment padding. Not under loom (see `SlotState`).
+#[cfg(not(loom))]
+unsafe impl table::Zeroed for SharedSlot {}
+
+/// The slots' shared words: zero pages from the kernel, a free slot each.
+/// Under loom, whose atomics are not plain words, made one by one.
+#[cfg(not(loom))]
+type SharedSlots = table::ZeroedTable<SharedSlot>;
+#[cfg(loom)]
+type SharedSlots = Box<[SharedSlot]>;
+
 /// What clients read (and CAS) without asking the owner: the index, each
 /// slot's state word and key, and the visible readers' records. Written
 /// only by the owner, except for the holder counts clients change through
 /// `SlotState` and the records clients fill.
 pub(crate) struct Shared {
     pub(crate) index: Index,
-    pub(crate) slots: Box<[SharedSlot]>,
+    pub(crate) slots: SharedSlots,
     pub(crate) readers: Readers,
     /// Completions of reads whose get was answered by the completing
     /// thread: the owner handles them without being woken (see `quiet`).
@@ -247,18 +269,22 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// `InvalidConfig` when the index or the slot words of `capacity`
-    /// blocks cannot be allocated.
-    pub(crate) fn new(capacity: usize) -> Result<Arc<Shared>, Error> {
-        let index = Index::new(capacity).map_err(|t| t.for_capacity(capacity))?;
+    /// blocks cannot be allocated. `huge`: ask for transparent huge pages
+    /// (`Config::huge_pages`).
+    pub(crate) fn new(capacity: usize, huge: bool) -> Result<Arc<Shared>, Error> {
+        let index = Index::new(capacity, huge).map_err(|t| t.for_capacity(capacity))?;
+        #[cfg(not(loom))]
+        let slots = table::ZeroedTable::new("the slots' shared words", capacity, huge);
+        #[cfg(loom)]
         let slots = table::filled("the slots' shared words", capacity, |_| SharedSlot {
             state: SlotState::new(),
             key: SlotKey::new(),
         })
-        .map_err(|t| t.for_capacity(capacity))?;
+        .map(Vec::into_boxed_slice);
         Ok(Arc::new(Shared {
             index,
             readers: Readers::new(readers::RECORDS),
-            slots: slots.into_boxed_slice(),
+            slots: slots.map_err(|t| t.for_capacity(capacity))?,
             quiet: Quiet::new(),
         }))
     }
@@ -328,7 +354,9 @@ pub(crate) struct Owner {
     pub(crate) depth: u32,
     /// Most blocks read ahead of a run at once (0: no readahead).
     pub(crate) readahead: u32,
-    pub(crate) slots: Vec<Slot>,
+    pub(crate) slots: table::ZeroedTable<Slot>,
+    /// Why the last writeback failed, for each slot on `Errored`.
+    pub(crate) errors: FxHashMap<u32, IoFailure>,
     pub(crate) lists: Lists,
     pub(crate) shared: Arc<Shared>,
     pub(crate) waiters: Slab<Waiter>,
@@ -386,7 +414,7 @@ pub(crate) fn deliver(tx: &Sender<Msg>, msg: Msg) {
 
 /// The owner's per-slot tables, allocated before its thread starts.
 struct Tables {
-    slots: Vec<Slot>,
+    slots: table::ZeroedTable<Slot>,
     lists: Lists,
     op_waits: OpWaits,
     dev_slots: DeviceSlots,
@@ -402,6 +430,8 @@ pub(crate) struct Start {
     pub(crate) depth: u32,
     pub(crate) readahead: u32,
     pub(crate) cpu: Option<usize>,
+    /// Ask for transparent huge pages on the large tables.
+    pub(crate) huge_pages: bool,
     /// See `Owner::keepalive`.
     pub(crate) keepalive: Arc<dyn Send + Sync>,
 }
@@ -414,19 +444,13 @@ pub(crate) struct Start {
 /// `Cache::new` to return, not an abort on the owner thread.
 pub(crate) fn spawn(start: Start) -> Result<std::thread::JoinHandle<()>, Error> {
     let capacity = start.pool.capacity();
-    let blank = (DeviceId(0), 0);
-    let slots = table::filled("the owner's slot records", capacity, |_| Slot {
-        key: blank,
-        state: State::Free,
-        waiters: WaitQueue::default(),
-        error: None,
-        read_awaited: false,
-    })
-    .map_err(|t| t.for_capacity(capacity))?;
+    let huge = start.huge_pages;
+    let slots = table::ZeroedTable::new("the owner's slot records", capacity, huge)
+        .map_err(|t| t.for_capacity(capacity))?;
     // Cannot truncate: the capacity is at most `MAX_CAPACITY` (validated).
-    let lists = Lists::new(capacity as u32).map_err(|t| t.for_capacity(capacity))?;
-    let op_waits = OpWaits::new(capacity as u32).map_err(|t| t.for_capacity(capacity))?;
-    let dev_slots = DeviceSlots::new(capacity as u32).map_err(|t| t.for_capacity(capacity))?;
+    let lists = Lists::new(capacity as u32, huge).map_err(|t| t.for_capacity(capacity))?;
+    let op_waits = OpWaits::new(capacity as u32, huge).map_err(|t| t.for_capacity(capacity))?;
+    let dev_slots = DeviceSlots::new(capacity as u32, huge).map_err(|t| t.for_capacity(capacity))?;
     let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
     let thread = std::thread::Builder::new()
         .name("blockcache-owner".into())
@@ -473,6 +497,7 @@ impl Owner {
             depth: start.depth,
             readahead: start.readahead,
             slots,
+            errors: FxHashMap::default(),
             lists,
             shared: start.shared,
             waiters: Slab::with_capacity(64),
@@ -536,7 +561,7 @@ impl Owner {
         debug_assert!(matches!(s.state, State::Resident | State::Reading));
         let key = s.key;
         s.state = State::Free;
-        s.error = None;
+        self.errors.remove(&slot);
         self.shared.index.remove(key.0, key.1, slot);
         self.leave_device(slot);
         self.lists.move_to(slot, List::Free);

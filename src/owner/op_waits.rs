@@ -7,12 +7,15 @@
 //! each completion O(1), not a search of its list.
 //!
 //! The links live in a slab (reused, so steady-state waiting does not
-//! allocate); each slot keeps the first and last of its own.
+//! allocate); each slot keeps the first and last of its own, as the link's
+//! slab key plus one, so that a new cache's ends are all zero bytes
+//! (`table::Zeroed`).
 
-use super::table::{filled, TooLarge};
+use super::table::{TooLarge, ZeroedTable};
 use slab::Slab;
 
-const NIL: u32 = u32::MAX;
+/// No link: the ends and a link's `next` hold the slab key plus one.
+const NIL: u32 = 0;
 
 struct Link {
     op: usize,
@@ -21,8 +24,8 @@ struct Link {
 
 /// The ops waiting for each slot's I/O.
 pub(crate) struct OpWaits {
-    head: Vec<u32>,
-    tail: Vec<u32>,
+    head: ZeroedTable<u32>,
+    tail: ZeroedTable<u32>,
     links: Slab<Link>,
 }
 
@@ -31,9 +34,10 @@ pub(crate) struct OpWaits {
 pub(crate) struct Taken(u32);
 
 impl OpWaits {
-    /// No op waiting on any of `capacity` slots.
-    pub(crate) fn new(capacity: u32) -> Result<OpWaits, TooLarge> {
-        let ends = || filled("the ops' wait queues", capacity as usize, |_| NIL);
+    /// No op waiting on any of `capacity` slots; `huge`: ask for
+    /// transparent huge pages (`Config::huge_pages`).
+    pub(crate) fn new(capacity: u32, huge: bool) -> Result<OpWaits, TooLarge> {
+        let ends = || ZeroedTable::new("the ops' wait queues", capacity as usize, huge);
         Ok(OpWaits {
             head: ends()?,
             tail: ends()?,
@@ -44,12 +48,12 @@ impl OpWaits {
     /// Op `op` waits for the I/O in flight on `slot`.
     pub(crate) fn add(&mut self, slot: u32, op: usize) {
         debug_assert!(!self.has(slot, op), "op {op} already waits for slot {slot}");
-        let link = self.links.insert(Link { op, next: NIL });
-        let link = u32::try_from(link).expect("fewer than 2^32 waits");
+        let link = self.links.insert(Link { op, next: NIL }) + 1;
+        let link = u32::try_from(link).expect("fewer than 2^32 - 1 waits");
         let i = slot as usize;
         match self.tail[i] {
             NIL => self.head[i] = link,
-            t => self.links[t as usize].next = link,
+            t => self.links[t as usize - 1].next = link,
         }
         self.tail[i] = link;
     }
@@ -58,7 +62,7 @@ impl OpWaits {
     pub(crate) fn has(&self, slot: u32, op: usize) -> bool {
         let mut at = self.head[slot as usize];
         while at != NIL {
-            let l = &self.links[at as usize];
+            let l = &self.links[at as usize - 1];
             if l.op == op {
                 return true;
             }
@@ -81,7 +85,7 @@ impl OpWaits {
         if taken.0 == NIL {
             return None;
         }
-        let l = self.links.remove(taken.0 as usize);
+        let l = self.links.remove(taken.0 as usize - 1);
         taken.0 = l.next;
         Some(l.op)
     }
@@ -93,7 +97,7 @@ mod tests {
 
     #[test]
     fn completions_hand_out_their_ops_in_order_and_only_theirs() {
-        let mut w = OpWaits::new(4).unwrap();
+        let mut w = OpWaits::new(4, false).unwrap();
         w.add(1, 10);
         w.add(1, 11);
         w.add(2, 10);

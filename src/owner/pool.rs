@@ -5,6 +5,8 @@
 //! The mapping is anonymous: the kernel hands out zero-filled pages as
 //! they are first touched, so starting a cache costs the same whatever its
 //! size, and a block's memory is resident only once the block is used.
+//! Transparent huge pages are asked for unless the config says not
+//! (`Config::huge_pages`): a hit on a big pool then misses the TLB less.
 
 use crate::error::Error;
 use std::ptr::NonNull;
@@ -34,10 +36,17 @@ unsafe impl Send for Pool {}
 unsafe impl Sync for Pool {}
 
 impl Pool {
-    /// Map `capacity` zero-filled blocks; `InvalidConfig` when the kernel
-    /// refuses the mapping (the caller has checked the product fits a
-    /// `usize`).
+    /// [`map`](Pool::map) with small pages.
+    #[cfg(test)]
     pub(crate) fn new(block_size: usize, capacity: usize) -> Result<Arc<Pool>, Error> {
+        Pool::map(block_size, capacity, false)
+    }
+
+    /// Map `capacity` zero-filled blocks, asking for transparent huge
+    /// pages when `huge` (advice a kernel may ignore); `InvalidConfig` when
+    /// the kernel refuses the mapping (the caller has checked the product
+    /// fits a `usize`).
+    pub(crate) fn map(block_size: usize, capacity: usize, huge: bool) -> Result<Arc<Pool>, Error> {
         let bytes = block_size * capacity;
         // SAFETY: a new anonymous private mapping: no descriptor, no fixed
         // address, nothing else refers to the memory it returns.
@@ -56,6 +65,9 @@ impl Pool {
                 "could not map a pool of {capacity} blocks of {block_size} bytes ({bytes} bytes): {}",
                 std::io::Error::last_os_error()
             )));
+        }
+        if huge {
+            super::table::advise_huge(base.cast(), bytes);
         }
         Ok(Arc::new(Pool {
             base: NonNull::new(base.cast()).expect("a successful mmap is not null"),

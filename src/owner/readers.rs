@@ -222,8 +222,8 @@ mod tests {
 
     #[test]
     fn a_thread_claims_one_record_per_cache_and_gives_it_back_at_exit() {
-        let shared = Shared::new(4).unwrap();
-        let other = Shared::new(4).unwrap();
+        let shared = Shared::new(4, false).unwrap();
+        let other = Shared::new(4, false).unwrap();
         let (s, o) = (Arc::clone(&shared), Arc::clone(&other));
         // A joined thread (pthread_join) has run its TLS destructors.
         std::thread::spawn(move || {

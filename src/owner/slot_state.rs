@@ -136,16 +136,56 @@ pub(crate) enum Visible {
 }
 
 /// The word itself. See the module docs for the protocol.
+///
+/// Stored with [`CLOSED`] inverted (the bit in memory means "open"), so
+/// that all zero bytes are a free slot, closed with no holders: the
+/// slots' table then starts as untouched zero pages (`table::Zeroed`).
+/// Every access goes through [`get`](SlotState::get) and
+/// [`cas`](SlotState::cas), which flip the bit, or is a read-modify-write
+/// that leaves the bit alone (counts, `WRITER`, `BIASED` and the flags)
+/// or sets it in memory exactly where the word's `CLOSED` is cleared.
 pub(crate) struct SlotState(AtomicU64);
+
+/// What is stored differs from the word by this.
+const FLIP: u64 = CLOSED;
+
+// SAFETY: one `AtomicU64` (the representation of a `u64`: zero bytes are
+// a valid value), and zero is the word of a free slot, closed with no
+// holders, because CLOSED is stored inverted (above). No drop. Not under
+// loom, whose atomics are not plain words.
+#[cfg(not(loom))]
+unsafe impl super::table::Zeroed for SlotState {}
 
 impl SlotState {
     /// A free slot: closed, no holders.
+    #[cfg(any(test, loom))]
     pub(crate) fn new() -> SlotState {
-        SlotState(AtomicU64::new(CLOSED))
+        SlotState(AtomicU64::new(CLOSED ^ FLIP))
+    }
+
+    /// The word.
+    #[inline]
+    fn get(&self, order: std::sync::atomic::Ordering) -> u64 {
+        self.0.load(order) ^ FLIP
+    }
+
+    /// `compare_exchange_weak` of the word; `Err` carries the word found.
+    #[inline]
+    fn cas(
+        &self,
+        cur: u64,
+        next: u64,
+        success: std::sync::atomic::Ordering,
+        failure: std::sync::atomic::Ordering,
+    ) -> Result<u64, u64> {
+        self.0
+            .compare_exchange_weak(cur ^ FLIP, next ^ FLIP, success, failure)
+            .map(|w| w ^ FLIP)
+            .map_err(|w| w ^ FLIP)
     }
 
     pub(crate) fn load(&self) -> u64 {
-        self.0.load(Acquire)
+        self.get(Acquire)
     }
 
     /// [`acquire_counted`](SlotState::acquire_counted) as a yes or no.
@@ -160,7 +200,7 @@ impl SlotState {
     /// that the next readers may go visible.
     #[inline]
     pub(crate) fn acquire_counted(&self, write: bool) -> Option<u64> {
-        let mut cur = self.0.load(Relaxed);
+        let mut cur = self.get(Relaxed);
         loop {
             let blocked = if write {
                 cur & (CLOSED | WRITER | READERS | READ_ONLY) != 0
@@ -175,7 +215,7 @@ impl SlotState {
             } else {
                 (cur + 1) | REFERENCED | BIASED
             };
-            match self.0.compare_exchange_weak(cur, next, Acquire, Relaxed) {
+            match self.cas(cur, next, Acquire, Relaxed) {
                 Ok(_) => return Some(cur),
                 Err(now) => cur = now,
             }
@@ -193,7 +233,7 @@ impl SlotState {
     /// off, or the owner sees our entry and counts it (module docs).
     #[inline]
     pub(crate) fn try_acquire_visible(&self, slot: u32, entry: &Entry) -> Visible {
-        if !visible_ok(self.0.load(Relaxed)) {
+        if !visible_ok(self.get(Relaxed)) {
             return Visible::Refused;
         }
         // Release: whoever reads this value and finds our old slot free
@@ -202,7 +242,7 @@ impl SlotState {
         fence(SeqCst);
         // Acquire: the block's bytes as the last writer or the owner's
         // reopening left them.
-        if visible_ok(self.0.load(Acquire)) {
+        if visible_ok(self.get(Acquire)) {
             return Visible::Held;
         }
         match entry.0.compare_exchange(slot + 1, 0, Relaxed, Acquire) {
@@ -215,7 +255,7 @@ impl SlotState {
                 // did not see it. The count was added before the mark we
                 // just read, so any writer still holding shows here, and
                 // no writer can take the slot past our count from now on.
-                if self.0.load(Acquire) & WRITER != 0 {
+                if self.get(Acquire) & WRITER != 0 {
                     return Visible::CountedBesideWriter;
                 }
                 Visible::Counted
@@ -250,14 +290,14 @@ impl SlotState {
     /// it was.
     #[inline]
     pub(crate) fn try_release_quietly(&self, write: bool, dirtied: bool) -> bool {
-        let mut cur = self.0.load(Relaxed);
+        let mut cur = self.get(Relaxed);
         loop {
             let next = after_release(cur, write, dirtied);
             let last = holders(next) == 0;
             if (last && cur & WAKE != 0) || (dirtied && cur & DIRTY == 0) {
                 return false;
             }
-            match self.0.compare_exchange_weak(cur, next, Release, Relaxed) {
+            match self.cas(cur, next, Release, Relaxed) {
                 Ok(_) => return true,
                 Err(now) => cur = now,
             }
@@ -269,13 +309,13 @@ impl SlotState {
     /// the `WAKE` mark if it was the last holder. Returns `true` if the
     /// release made a clean block dirty.
     pub(crate) fn let_go(&self, write: bool, dirtied: bool) -> bool {
-        let mut cur = self.0.load(Relaxed);
+        let mut cur = self.get(Relaxed);
         loop {
             let mut next = after_release(cur, write, dirtied);
             if holders(next) == 0 {
                 next &= !WAKE;
             }
-            match self.0.compare_exchange_weak(cur, next, AcqRel, Relaxed) {
+            match self.cas(cur, next, AcqRel, Relaxed) {
                 Ok(_) => return dirtied && cur & DIRTY == 0,
                 Err(now) => cur = now,
             }
@@ -303,12 +343,12 @@ impl SlotState {
     /// The first half of [`set_and_count`](SlotState::set_and_count): the
     /// read-modify-write that puts up the owner's mark.
     fn mark(&self, bits: u64, may: impl Fn(u64) -> bool) -> Option<u64> {
-        let mut cur = self.0.load(Relaxed);
+        let mut cur = self.get(Relaxed);
         loop {
             if !may(cur) {
                 return None;
             }
-            match self.0.compare_exchange_weak(cur, cur | bits, AcqRel, Relaxed) {
+            match self.cas(cur, cur | bits, AcqRel, Relaxed) {
                 Ok(_) => return Some(cur),
                 Err(now) => cur = now,
             }
@@ -332,6 +372,7 @@ impl SlotState {
             }
             // Counted before the entry says so: a holder that sees
             // CONVERTED releases a count, which must be there already.
+            // (Counts are the low bits: the stored CLOSED is untouched.)
             let before = self.0.fetch_add(1, Relaxed);
             debug_assert_ne!(before & READERS, READERS, "reader count overflow");
             match e
@@ -369,12 +410,13 @@ impl SlotState {
         // Decide by the count itself, exact once the scan is over: a
         // converted reader may already have left (and a passing +1 of a
         // failed conversion may have kept it from seeing itself last).
-        if counted == 0 || holders(self.0.load(Acquire)) == 0 {
+        if counted == 0 || holders(self.get(Acquire)) == 0 {
             return true;
         }
         // Still held: the slot goes back to as open as it was.
         if prev & CLOSED == 0 {
-            self.0.fetch_and(!CLOSED, Release);
+            // Clearing the word's CLOSED sets the stored bit.
+            self.0.fetch_or(FLIP, Release);
         }
         false
     }
@@ -398,8 +440,17 @@ impl SlotState {
     /// Owner: let clients take the slot themselves again; `clear_wake`
     /// when the owner no longer needs to hear of releases.
     pub(crate) fn open(&self, clear_wake: bool) {
-        let bits = if clear_wake { CLOSED | WAKE } else { CLOSED };
-        self.0.fetch_and(!bits, Release);
+        if !clear_wake {
+            // Clearing the word's CLOSED sets the stored bit.
+            self.0.fetch_or(FLIP, Release);
+            return;
+        }
+        // Clear CLOSED and WAKE in one read-modify-write: with CLOSED
+        // stored inverted, no single fetch-op does both.
+        let mut cur = self.get(Relaxed);
+        while let Err(now) = self.cas(cur, cur & !(CLOSED | WAKE), Release, Relaxed) {
+            cur = now;
+        }
     }
 
     /// Owner, on a closed slot: grant it to a waiting client. The caller
@@ -407,7 +458,7 @@ impl SlotState {
     /// Also the thread completing a read, for the get that caused it: the
     /// slot is closed with no holders then (module docs).
     pub(crate) fn grant(&self, write: bool) {
-        debug_assert!(self.0.load(Relaxed) & CLOSED != 0, "grant on an open slot");
+        debug_assert!(self.get(Relaxed) & CLOSED != 0, "grant on an open slot");
         if write {
             self.0.fetch_or(WRITER, Acquire);
         } else {
@@ -417,6 +468,7 @@ impl SlotState {
 
     /// Owner: set or clear flag bits (`DIRTY`, `REFERENCED`, `READ_ONLY`).
     pub(crate) fn set(&self, bits: u64, on: bool) {
+        debug_assert_eq!(bits & FLIP, 0, "CLOSED has its own methods");
         if on {
             self.0.fetch_or(bits, AcqRel);
         } else {
@@ -459,11 +511,19 @@ pub(crate) struct SlotKey {
     block: AtomicU64,
 }
 
+// SAFETY: two `AtomicU64` (zero bytes are valid), and zero is the key
+// of no block (`new`). No drop. Not under loom (see `SlotState`).
+#[cfg(not(loom))]
+unsafe impl super::table::Zeroed for SlotKey {}
+
 impl SlotKey {
+    /// No block: device 0, which no device is (ids start at 1), so the
+    /// key of a slot never used matches no lookup. All zero bytes.
+    #[cfg(loom)]
     pub(crate) fn new() -> SlotKey {
         SlotKey {
             dev: AtomicU64::new(0),
-            block: AtomicU64::new(u64::MAX),
+            block: AtomicU64::new(0),
         }
     }
 

@@ -3,12 +3,29 @@
 
 use super::{Mode, Owner, Replier};
 use crate::DeviceId;
+use std::num::NonZeroUsize;
 
-/// A FIFO of waiters, linked through the waiter slab.
+/// A FIFO of waiters, linked through the waiter slab. Its ends are slab
+/// ids plus one, so that an empty queue is all zero bytes (it sits in
+/// every slot's record, a `table::Zeroed` table).
 #[derive(Clone, Copy, Default)]
 pub(crate) struct WaitQueue {
-    head: Option<usize>,
-    tail: Option<usize>,
+    head: Option<NonZeroUsize>,
+    tail: Option<NonZeroUsize>,
+}
+
+// SAFETY: `Option<NonZeroUsize>` is guaranteed to be `None` as zero bytes,
+// and neither field needs a drop: zero is the empty queue.
+unsafe impl super::table::Zeroed for WaitQueue {}
+
+/// A waiter id as a queue end.
+fn end(id: usize) -> Option<NonZeroUsize> {
+    NonZeroUsize::new(id + 1)
+}
+
+/// The waiter id of a queue end.
+fn id(end: Option<NonZeroUsize>) -> Option<usize> {
+    end.map(|e| e.get() - 1)
 }
 
 impl WaitQueue {
@@ -52,12 +69,12 @@ impl Owner {
     pub(crate) fn push_waiter(&mut self, q: QueueId, mut w: Waiter) {
         // A waiter moved from another queue still links into that one.
         w.next = None;
-        let id = self.waiters.insert(w);
+        let new = self.waiters.insert(w);
         let queue = self.queue_mut(q);
-        let tail = queue.tail.replace(id);
+        let tail = id(queue.tail.replace(end(new).expect("ids fit")));
         match tail {
-            Some(t) => self.waiters[t].next = Some(id),
-            None => self.queue_mut(q).head = Some(id),
+            Some(t) => self.waiters[t].next = Some(new),
+            None => self.queue_mut(q).head = end(new),
         }
     }
 
@@ -66,14 +83,14 @@ impl Owner {
             QueueId::Block(s) => self.slots[s as usize].waiters.head,
             QueueId::Slots => self.slot_queue.head,
         };
-        head.map(|id| &self.waiters[id])
+        id(head).map(|at| &self.waiters[at])
     }
 
     pub(crate) fn pop_waiter(&mut self, q: QueueId) -> Option<Waiter> {
-        let id = self.queue_mut(q).head?;
-        let w = self.waiters.remove(id);
+        let first = id(self.queue_mut(q).head)?;
+        let w = self.waiters.remove(first);
         let queue = self.queue_mut(q);
-        queue.head = w.next;
+        queue.head = w.next.and_then(end);
         if queue.head.is_none() {
             queue.tail = None;
         }
@@ -88,10 +105,10 @@ impl Owner {
     }
 
     pub(crate) fn mark_slot_waiters_retried(&mut self) {
-        let mut at = self.slot_queue.head;
-        while let Some(id) = at {
-            self.waiters[id].retried = true;
-            at = self.waiters[id].next;
+        let mut at = id(self.slot_queue.head);
+        while let Some(w) = at {
+            self.waiters[w].retried = true;
+            at = self.waiters[w].next;
         }
     }
 }
