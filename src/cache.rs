@@ -438,6 +438,32 @@ impl Core {
     /// (see `slot_state` for why that makes the race with eviction
     /// harmless). `None` sends the get to the owner: not resident, in I/O,
     /// contended, or gets queued on it.
+    ///
+    /// # Memory traffic
+    ///
+    /// A hit on a big cache costs what it loads from lines no other hit of
+    /// this thread brought in. Those are two, whatever the capacity:
+    ///
+    /// 1. the index place the key hashes to (`owner/index.rs`; a second,
+    ///    rarely, when the probe runs past the line's eight places — the
+    ///    table is at most half full, so a probe is ~1.5 places). Needed:
+    ///    it is how a client finds the slot without asking the owner.
+    /// 2. the slot's `SharedSlot` line: the state word a reader checks
+    ///    (and a counted reader or writer CASes) and the key confirmed
+    ///    against the block asked for, both on one line (the struct is one
+    ///    cache line, aligned) so that checking the key costs nothing more.
+    ///    Needed: the word is what excludes the owner's reuse of the slot.
+    ///
+    /// Everything else stays in this core's cache between hits: the
+    /// thread's claim (TLS), its record of visible entries (the entry
+    /// written and emptied), its stripe of the hit counter, and the
+    /// `Core`/`Shared` headers. The block's bytes are not touched until the
+    /// caller reads them. Huge pages (`Config::huge_pages`) keep the two
+    /// lines' translations in the TLB: 80 MiB of index and slot words at
+    /// 1M blocks are 40 huge pages, where 4 KiB pages need a page walk on
+    /// nearly every hit. One line would need the state word and key in
+    /// the index entry itself (an index of slots), which the owner's
+    /// backward-shift removal would then have to move atomically.
     #[inline]
     fn take_resident(&self, dev: DeviceId, block: u64, write: bool) -> Option<Taken> {
         let slot = self.shared.lookup(dev, block)?;
