@@ -1,4 +1,4 @@
-//! Per-block tables, allocated fallibly.
+//! Per-block tables: zero pages, mapped on demand, allocated fallibly.
 //!
 //! Every table the cache keeps per block (the index, the slots' shared
 //! words, the owner's slot records, lists, op wait queues and device
