@@ -14,11 +14,10 @@ use crate::owner::{self, Answer, Mode, Msg, OpKind, Replier, Response, Shared};
 use crate::stats::{Counters, Stats};
 use crate::DeviceId;
 use crossbeam_channel::{bounded, Receiver, Sender};
-use parking_lot::Mutex;
 use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Once};
+use std::sync::{Arc, Mutex, Once, PoisonError};
 use std::thread::JoinHandle;
 
 /// Room in the owner's channel. Senders block when it is full (the owner
@@ -66,6 +65,8 @@ pub(crate) struct Core {
     fast_hits: bool,
     counters: Arc<Counters>,
     factory: Arc<dyn EngineFactory>,
+    /// Set once in `Cache::new`, taken once by whoever joins the owner:
+    /// two short critical sections a cache's life, so a plain std mutex.
     owner_thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -123,7 +124,7 @@ impl Cache {
             huge_pages: config.huge_pages,
             keepalive,
         })?;
-        *core.owner_thread.lock() = Some(thread);
+        *core.owner_thread() = Some(thread);
         Ok(Cache {
             handle: Arc::new(Handle { core }),
         })
@@ -518,6 +519,14 @@ impl Core {
         }
     }
 
+    /// The owner thread's handle. No code panics while holding the lock
+    /// (it only stores or takes the `Option`), so it cannot be poisoned;
+    /// were it ever, the `Option` inside is still whole, so the guard is
+    /// taken either way rather than turning a drop into a panic.
+    fn owner_thread(&self) -> std::sync::MutexGuard<'_, Option<JoinHandle<()>>> {
+        self.owner_thread.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Have the owner let go of a share for us (we still hold it: see
     /// `SlotState::try_release_quietly`), and wait for it: if that was the
     /// last guard after the last handle, the owner flushes and exits first,
@@ -546,7 +555,9 @@ impl Core {
                 return;
             }
         }
-        if let Some(t) = self.owner_thread.lock().take() {
+        // Taken out before joining: the join waits outside the lock.
+        let owner = self.owner_thread().take();
+        if let Some(t) = owner {
             if t.join().is_err() {
                 log::error!("blockcache: the owner thread panicked");
             }

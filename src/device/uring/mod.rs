@@ -33,12 +33,11 @@ use super::engine::{Completer, Engine, EngineFactory, IoKind, IoRequest};
 use super::sync::no_buffer;
 use super::DeviceFile;
 use io_uring::{opcode, squeue, types, IoUring, Probe};
-use parking_lot::{Mutex, MutexGuard};
 use slab::Slab;
 use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -227,8 +226,13 @@ struct Submit {
 type Refused = Vec<(IoRequest, io::Error)>;
 
 impl RingShared {
+    /// The submission lock. A panic while it is held poisons it (the
+    /// reaper acts on completions under it); the reaper's exit, unwinding
+    /// from that very panic, must still take it to wait out the kernel, and
+    /// the table is left consistent for that exit (see `reaper`), so the
+    /// guard is taken whether or not the lock is poisoned.
     fn lock(&self) -> MutexGuard<'_, Submit> {
-        self.submit.lock()
+        self.submit.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Start `req` now if there is room, else queue it.
