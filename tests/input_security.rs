@@ -147,7 +147,8 @@ fn a_file_without_permission_is_an_error() {
     }
 }
 
-/// The immutable attribute (`FS_IMMUTABLE_FL`, the `i` of `chattr`).
+/// The immutable attribute (`FS_IMMUTABLE_FL`, the `i` of `chattr`). The
+/// `libc` crate (0.2) does not export it; the value is `<linux/fs.h>`'s.
 const FS_IMMUTABLE_FL: libc::c_int = 0x10;
 
 /// Sets or clears the immutable attribute of `file`, as `chattr +i` or

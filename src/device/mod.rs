@@ -25,9 +25,30 @@ pub struct DeviceFile {
     size_bytes: u64,
 }
 
-// BLKGETSIZE64 = _IOR(0x12, 114, size_t); BLKSSZGET = _IO(0x12, 104).
-const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
-const BLKSSZGET: libc::c_ulong = 0x1268;
+/// A block device's size in bytes. The `libc` crate (0.2) has `BLKSSZGET`
+/// but not this one, so it is encoded here as `<linux/fs.h>` defines it,
+/// `_IOR(0x12, 114, size_t)`: the read direction (2), the argument's size,
+/// the type and the number, laid out as in `<asm-generic/ioctl.h>`
+/// (0x8008_1272 on x86_64), except that mips, powerpc and sparc put the
+/// direction bits at 29 instead of 30 (their `<asm/ioctl.h>`).
+const BLKGETSIZE64: libc::Ioctl = {
+    const DIR_SHIFT: u32 = if cfg!(any(
+        target_arch = "mips",
+        target_arch = "mips64",
+        target_arch = "powerpc",
+        target_arch = "powerpc64",
+        target_arch = "sparc",
+        target_arch = "sparc64"
+    )) {
+        29
+    } else {
+        30
+    };
+    let size = size_of::<libc::size_t>() as u32;
+    // `as`: `Ioctl` is a signed int on musl, whose ioctl takes the same
+    // bits as an `int`.
+    ((2 << DIR_SHIFT) | (size << 16) | (0x12 << 8) | 114) as libc::Ioctl
+};
 
 impl DeviceFile {
     /// Open `path` for block I/O. O_DIRECT is used where the filesystem
@@ -78,7 +99,8 @@ impl DeviceFile {
         };
         let block_device = ft.is_block_device();
         let sizes = if block_device {
-            ioctl_u64(&file, BLKGETSIZE64).and_then(|size| Ok((size, ioctl_int(&file, BLKSSZGET)? as u32)))
+            ioctl_u64(&file, BLKGETSIZE64)
+                .and_then(|size| Ok((size, ioctl_int(&file, libc::BLKSSZGET)? as u32)))
         } else {
             let align = if direct { dio_alignment(&file) } else { 1 };
             file.metadata().map(|m| (m.len(), align))
@@ -168,22 +190,22 @@ impl std::error::Error for PathError {
     }
 }
 
-fn ioctl_u64(file: &File, request: libc::c_ulong) -> io::Result<u64> {
+fn ioctl_u64(file: &File, request: libc::Ioctl) -> io::Result<u64> {
     let mut v: u64 = 0;
     // SAFETY: BLKGETSIZE64 writes one u64 through the pointer, which points
     // at a live local.
-    let rc = unsafe { libc::ioctl(file.as_raw_fd(), request as _, &mut v as *mut u64) };
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), request, &mut v as *mut u64) };
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(v)
 }
 
-fn ioctl_int(file: &File, request: libc::c_ulong) -> io::Result<libc::c_int> {
+fn ioctl_int(file: &File, request: libc::Ioctl) -> io::Result<libc::c_int> {
     let mut v: libc::c_int = 0;
     // SAFETY: BLKSSZGET writes one int through the pointer, which points at
     // a live local.
-    let rc = unsafe { libc::ioctl(file.as_raw_fd(), request as _, &mut v as *mut libc::c_int) };
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), request, &mut v as *mut libc::c_int) };
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -195,7 +217,6 @@ fn ioctl_int(file: &File, request: libc::c_ulong) -> io::Result<libc::c_int> {
 fn dio_alignment(file: &File) -> u32 {
     // SAFETY: statx is a plain struct of integers; all-zero is valid.
     let mut stx: libc::statx = unsafe { std::mem::zeroed() };
-    // STATX_DIOALIGN = 0x2000
     // SAFETY: empty path + AT_EMPTY_PATH stats the fd itself; stx is a live
     // local the kernel fills.
     let rc = unsafe {
@@ -203,13 +224,23 @@ fn dio_alignment(file: &File) -> u32 {
             file.as_raw_fd(),
             c"".as_ptr(),
             libc::AT_EMPTY_PATH,
-            0x2000,
+            libc::STATX_DIOALIGN,
             &mut stx,
         )
     };
-    if rc == 0 && stx.stx_mask & 0x2000 != 0 && stx.stx_dio_offset_align != 0 {
+    if rc == 0 && stx.stx_mask & libc::STATX_DIOALIGN != 0 && stx.stx_dio_offset_align != 0 {
         stx.stx_dio_offset_align
     } else {
         512
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The encoding gives the value `<linux/fs.h>` has on x86_64.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn blkgetsize64_is_the_kernel_headers_value() {
+        assert_eq!(super::BLKGETSIZE64, 0x8008_1272);
     }
 }
