@@ -201,7 +201,7 @@ impl Cache {
                     dev,
                 },
             )
-            .map_err(|e| with_path(e, path))?;
+            .map_err(|e| with_path(e, "cannot start I/O for", path))?;
         core.call(|reply| Msg::Open {
             dev,
             file,

@@ -49,7 +49,10 @@ pub enum Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Io(e) => write!(f, "I/O error: {e}"),
+            // Transparent: the `io::Error` says it all (an open's error
+            // names the path), and `source()` goes on from the `io::Error`'s
+            // own source rather than repeat it.
+            Error::Io(e) => fmt::Display::fmt(e, f),
             Error::OutOfRange { dev, block } => {
                 write!(f, "block {block} is past the end of device {dev:?}")
             }
@@ -59,17 +62,23 @@ impl fmt::Display for Error {
             Error::ReadOnly => f.write_str("device is open read-only"),
             Error::InvalidConfig(m) => write!(f, "invalid configuration: {m}"),
             Error::Closed => f.write_str("cache is shut down"),
-            Error::Unwritten { blocks, source } => {
-                write!(f, "{blocks} dirty blocks could not be written: {source}")
+            // The first error is the `source()`, not part of this message.
+            Error::Unwritten { blocks: 1, .. } => f.write_str("1 dirty block could not be written"),
+            Error::Unwritten { blocks, .. } => {
+                write!(f, "{blocks} dirty blocks could not be written")
             }
         }
     }
 }
 
+/// Each layer of the chain either displays the error below it or returns it
+/// from `source()`, never both, so a report that walks the chain (`anyhow`'s
+/// `{:#}`, for one) names each cause once.
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Io(e) | Error::Unwritten { source: e, .. } => Some(e),
+            Error::Io(e) => e.source(),
+            Error::Unwritten { source, .. } => Some(source),
             _ => None,
         }
     }
@@ -100,13 +109,27 @@ impl IoFailure {
 }
 
 impl From<&io::Error> for IoFailure {
+    /// An error that is not an OS error is kept as its message, so the
+    /// message takes in its sources too: the copy has none.
     fn from(e: &io::Error) -> IoFailure {
         IoFailure {
             errno: e.raw_os_error(),
             kind: e.kind(),
-            message: e.to_string(),
+            message: chain(e),
         }
     }
+}
+
+/// `e` and its sources, joined by ": ".
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        next = s.source();
+    }
+    text
 }
 
 impl From<IoFailure> for Error {

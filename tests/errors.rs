@@ -362,3 +362,56 @@ fn invalidate_waits_out_a_read_in_flight() {
     drop(_release);
     cache.shutdown().unwrap();
 }
+
+/// `e` and every `source()` under it, joined by ": ", as a report that
+/// walks the chain prints it.
+fn chain_text(e: &Error) -> String {
+    std::iter::successors(Some(e as &dyn std::error::Error), |e| e.source())
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+/// `needle` occurs exactly once in `text`.
+#[track_caller]
+fn once(text: &str, needle: &str) {
+    assert_eq!(text.matches(needle).count(), 1, "{needle:?} once in {text:?}");
+}
+
+/// Every layer of an error either displays its source or returns it from
+/// `source()`, never both: the chain says the OS error once.
+#[test]
+fn an_error_chain_names_each_os_error_once() {
+    // A failed open names the path, and keeps the OS error as the source.
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing");
+    let enoent = std::io::Error::from_raw_os_error(libc::ENOENT).to_string();
+    for kind in engines() {
+        let cache = cache(kind, BS, 4);
+        for e in [cache.open(&missing), cache.open_read_only(&missing)].map(Result::unwrap_err) {
+            let text = chain_text(&e);
+            once(&text, &enoent);
+            once(&text, &missing.display().to_string());
+            assert!(matches!(e, Error::Io(_)), "{e:?}");
+        }
+    }
+
+    // A failed read: an OS error with nothing under it.
+    let eio = std::io::Error::from_raw_os_error(EIO).to_string();
+    let f = patterned_file(32 * BS as u64);
+    let plan = FaultPlan::new();
+    let cache = fault_cache(&plan, 8);
+    let dev = cache.open(f.path()).unwrap();
+    plan.fail(Read, Some(5), 1, EIO);
+    let e = cache.read(dev, 5).unwrap_err();
+    once(&chain_text(&e), &eio);
+
+    // Shutdown's count, then the first error.
+    cache.write(dev, 1).unwrap().fill(1);
+    plan.fail_always(Write, Some(1), EIO);
+    let e = cache.shutdown().unwrap_err();
+    assert!(matches!(e, Error::Unwritten { blocks: 1, .. }), "{e:?}");
+    let text = chain_text(&e);
+    once(&text, &eio);
+    assert!(text.starts_with("1 dirty block could not be written: "), "{text}");
+}

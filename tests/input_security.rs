@@ -386,9 +386,15 @@ fn symlinks_sockets_nul_bytes_and_overlong_paths_are_errors() {
             );
             for p in [&long, &deep] {
                 match open(p) {
-                    // (The errno itself is not kept: the error is rewrapped
-                    // with the path; its message keeps strerror's text.)
-                    Err(Error::Io(e)) => assert!(e.to_string().contains("too long"), "{e}"),
+                    // The error says what failed on which path; the OS
+                    // error, strerror's text and errno, is its source.
+                    Err(Error::Io(e)) => {
+                        let os = std::error::Error::source(&e)
+                            .and_then(|s| s.downcast_ref::<std::io::Error>())
+                            .unwrap_or_else(|| panic!("no OS error as source: {e:?}"));
+                        assert!(os.to_string().contains("too long"), "{e}: {os}");
+                        assert_eq!(os.raw_os_error(), Some(libc::ENAMETOOLONG), "{e}: {os}");
+                    }
                     other => panic!("{}: {other:?}", what("overlong path")),
                 }
             }

@@ -59,7 +59,7 @@ impl DeviceFile {
     pub fn open(path: &Path, read_only: bool) -> Result<DeviceFile, Error> {
         // Refuse what is not a file or block device before opening it: an
         // open of a FIFO would block until a writer appears.
-        let meta = std::fs::metadata(path).map_err(|e| with_path(e, path))?;
+        let meta = std::fs::metadata(path).map_err(|e| with_path(e, "cannot open", path))?;
         let ft = meta.file_type();
         if !(ft.is_file() || ft.is_block_device()) {
             let what = if ft.is_dir() {
@@ -93,9 +93,9 @@ impl DeviceFile {
             Ok(f) => (f, true),
             // EINVAL: the filesystem has no O_DIRECT (tmpfs, some FUSE).
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                (open(false).map_err(|e| with_path(e, path))?, false)
+                (open(false).map_err(|e| with_path(e, "cannot open", path))?, false)
             }
-            Err(e) => return Err(Error::Io(with_path(e, path))),
+            Err(e) => return Err(Error::Io(with_path(e, "cannot open", path))),
         };
         let block_device = ft.is_block_device();
         let sizes = if block_device {
@@ -105,7 +105,8 @@ impl DeviceFile {
             let align = if direct { dio_alignment(&file) } else { 1 };
             file.metadata().map(|m| (m.len(), align))
         };
-        let (size_bytes, logical_block_size) = sizes.map_err(|e| with_path(e, path))?;
+        let (size_bytes, logical_block_size) =
+            sizes.map_err(|e| with_path(e, "cannot read the size of", path))?;
         Ok(DeviceFile {
             file,
             path: path.to_path_buf(),
@@ -159,28 +160,34 @@ impl DeviceFile {
     }
 }
 
-/// `e` with the path in its message. The kind is kept, and the original
-/// error (with its `raw_os_error`) is the new one's `source()`.
-pub(crate) fn with_path(e: io::Error, path: &Path) -> io::Error {
+/// `e`, as met by `what` (`"cannot open"`) on `path`: the new error says
+/// what failed on which path, keeps the kind, and has the original error
+/// (with its `raw_os_error`) as its `source()`. Its own message does not
+/// repeat the source's, so a report walking the chain says each once:
+/// "cannot open /x: No such file or directory (os error 2)".
+pub(crate) fn with_path(e: io::Error, what: &'static str, path: &Path) -> io::Error {
     io::Error::new(
         e.kind(),
         PathError {
+            what,
             path: path.to_path_buf(),
             source: e,
         },
     )
 }
 
-/// An OS error on a path: says which path, keeps the OS error.
+/// An OS error on a path: says what failed on which path, keeps the OS
+/// error as its source.
 #[derive(Debug)]
 struct PathError {
+    what: &'static str,
     path: std::path::PathBuf,
     source: io::Error,
 }
 
 impl std::fmt::Display for PathError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.path.display(), self.source)
+        write!(f, "{} {}", self.what, self.path.display())
     }
 }
 
