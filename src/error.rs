@@ -6,6 +6,10 @@ use std::io;
 
 /// What went wrong. Every variant leaves the cache usable.
 ///
+/// An error's [`Display`](fmt::Display) says what went wrong at its own
+/// level, and [`source()`](std::error::Error::source) gives the cause
+/// under it: a report that walks the chain names each cause once.
+///
 /// ```
 /// use blockcache::{Cache, Config, Error};
 /// let err = Cache::new(Config::new(1000, 16)).unwrap_err();
@@ -15,29 +19,53 @@ use std::io;
 #[non_exhaustive]
 pub enum Error {
     /// The kernel refused an open, a read, a write or a sync.
+    ///
+    /// Displays as the `io::Error` does, and its `source()` is the
+    /// `io::Error`'s: an open's error says what failed on which path
+    /// ("cannot open /x") and has the OS error as its source.
     Io(io::Error),
     /// The block lies past the end of the device (or its byte offset does
-    /// not fit in a `u64`).
+    /// not fit in a `u64`). From every call that names a block or a byte
+    /// range (`prefetch` reports nothing).
     OutOfRange {
         /// The device asked for.
         dev: DeviceId,
-        /// The block asked for.
+        /// The block asked for (of a byte range, the first block past the
+        /// device's end).
         block: u64,
     },
     /// The device was never opened by this cache, or has been closed.
+    /// From every call that names a device (`prefetch` reports nothing).
     UnknownDevice,
-    /// The block (or a block of the device) is held by a guard.
+    /// A block is held by a guard, so the call did nothing to it:
+    /// [`invalidate`](crate::Cache::invalidate) (that block), and
+    /// [`invalidate_device`](crate::Cache::invalidate_device),
+    /// [`close`](crate::Cache::close) and
+    /// [`abort_device`](crate::Cache::abort_device) (a block of the
+    /// device, held or waited for).
     Busy,
-    /// `try_read`/`try_write` would have had to wait.
+    /// [`try_read`](crate::Cache::try_read) or
+    /// [`try_write`](crate::Cache::try_write) would have had to wait or
+    /// read the device.
     WouldBlock,
-    /// A write to a device opened with `open_read_only`.
+    /// The device was opened with
+    /// [`open_read_only`](crate::Cache::open_read_only) and the call
+    /// writes: [`write`](crate::Cache::write),
+    /// [`try_write`](crate::Cache::try_write),
+    /// [`zeroed`](crate::Cache::zeroed) and the byte helpers that write
+    /// ([`write_bytes`](crate::Cache::write_bytes),
+    /// [`zero_bytes`](crate::Cache::zero_bytes),
+    /// [`set_bytes`](crate::Cache::set_bytes)).
     ReadOnly,
-    /// The configuration cannot work; the message says why.
+    /// The configuration cannot work; the message says why. From
+    /// [`Cache::new`](crate::Cache::new), and from
+    /// [`open`](crate::Cache::open) when the block size is not a multiple
+    /// of the device's logical block size.
     InvalidConfig(String),
-    /// The cache has shut down.
+    /// The cache has shut down (or its owner thread has died).
     Closed,
     /// Shutdown could not write back every dirty block: `blocks` were lost,
-    /// `source` is the first error.
+    /// `source` is the first error (and the `source()`).
     Unwritten {
         /// How many dirty blocks could not be written.
         blocks: u64,
@@ -54,12 +82,12 @@ impl fmt::Display for Error {
             // own source rather than repeat it.
             Error::Io(e) => fmt::Display::fmt(e, f),
             Error::OutOfRange { dev, block } => {
-                write!(f, "block {block} is past the end of device {dev:?}")
+                write!(f, "block {block} is past the end of {dev}")
             }
-            Error::UnknownDevice => f.write_str("unknown or closed device"),
-            Error::Busy => f.write_str("block is held by a guard"),
-            Error::WouldBlock => f.write_str("operation would block"),
-            Error::ReadOnly => f.write_str("device is open read-only"),
+            Error::UnknownDevice => f.write_str("device not open in this cache (never opened, or closed)"),
+            Error::Busy => f.write_str("a block is held by a guard or waited for, and was left as it is"),
+            Error::WouldBlock => f.write_str("taking the block would wait: it is not resident, or is held"),
+            Error::ReadOnly => f.write_str("the device is open read-only: it cannot be written"),
             Error::InvalidConfig(m) => write!(f, "invalid configuration: {m}"),
             Error::Closed => f.write_str("cache is shut down"),
             // The first error is the `source()`, not part of this message.
@@ -135,5 +163,20 @@ fn chain(e: &dyn std::error::Error) -> String {
 impl From<IoFailure> for Error {
     fn from(f: IoFailure) -> Error {
         Error::Io(f.to_io())
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_range_names_the_device_by_its_display() {
+        let e = Error::OutOfRange {
+            dev: DeviceId(3),
+            block: 7,
+        };
+        assert_eq!(e.to_string(), "block 7 is past the end of device 3");
+        assert_eq!(format!("{:?}", DeviceId(3)), "DeviceId(3)");
     }
 }

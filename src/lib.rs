@@ -60,5 +60,13 @@ pub use guard::{ReadGuard, WriteGuard};
 pub use stats::Stats;
 
 /// Names an open device of one cache. Never reused, even after `close`.
+///
+/// Displays as `device 3`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DeviceId(pub(crate) u64);
+
+impl std::fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "device {}", self.0)
+    }
+}
