@@ -88,11 +88,16 @@ impl Taken {
 impl Cache {
     /// Validate `config`, allocate the pool and start the owner thread.
     ///
-    /// Errors: [`Error::InvalidConfig`] for a config that cannot work,
-    /// among them a capacity whose pool or per-block tables cannot be
-    /// allocated (the message names the sizes); [`Error::Io`] when
-    /// `EngineKind::Uring` was asked for and io_uring cannot be set up, or
-    /// a thread cannot be started.
+    /// # Errors
+    ///
+    /// - [`Error::InvalidConfig`] for a config that cannot work (the
+    ///   message says which rule it breaks), among them a capacity whose
+    ///   pool does not fit the address space.
+    /// - [`Error::Io`] of kind [`OutOfMemory`](std::io::ErrorKind::OutOfMemory)
+    ///   when the pool or a per-block table cannot be allocated (the
+    ///   message names which, and its size).
+    /// - [`Error::Io`] when `EngineKind::Uring` was asked for and io_uring
+    ///   cannot be set up, or a thread cannot be started.
     pub fn new(config: Config) -> Result<Cache, Error> {
         config.validate()?;
         let factory = choose_engine(&config)?;

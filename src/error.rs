@@ -18,7 +18,10 @@ use std::io;
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
-    /// The kernel refused an open, a read, a write or a sync.
+    /// The kernel refused an open, a read, a write or a sync; or
+    /// [`Cache::new`](crate::Cache::new) could not get the memory for the
+    /// pool or a per-block table (kind [`io::ErrorKind::OutOfMemory`], the
+    /// message naming the pool or table and its size).
     ///
     /// Displays as the `io::Error` does, and its `source()` is the
     /// `io::Error`'s: an open's error says what failed on which path
@@ -115,6 +118,27 @@ impl std::error::Error for Error {
 impl From<io::Error> for Error {
     fn from(e: io::Error) -> Error {
         Error::Io(e)
+    }
+}
+
+/// What failed (the message) and the error under it (the `source()`): the
+/// payload of an `io::Error` that adds context to an OS error without
+/// repeating it.
+#[derive(Debug)]
+pub(crate) struct Context {
+    pub(crate) message: String,
+    pub(crate) source: io::Error,
+}
+
+impl fmt::Display for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Context {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
     }
 }
 

@@ -470,8 +470,9 @@ fn passes_in_a_child(name: &str, var: &str, value: &str) {
 }
 
 /// A pool that cannot be allocated (2 PiB: more than the address space,
-/// though the size fits an `isize`) is a config that cannot work: an `Err`
-/// from `Cache::new` naming the sizes, not an abort of the process.
+/// though the size fits an `isize`) is out of memory: `Err(Io)` of kind
+/// `OutOfMemory` from `Cache::new` naming the sizes, with the kernel's
+/// error as its source, not an abort of the process.
 #[test]
 fn a_pool_too_large_to_allocate_is_an_error_not_an_abort() {
     const CHILD: &str = "BLOCKCACHE_TEST_HUGE_POOL_CHILD";
@@ -484,7 +485,9 @@ fn a_pool_too_large_to_allocate_is_an_error_not_an_abort() {
     }
     let capacity = blockcache::config::MAX_CAPACITY;
     match Cache::new(Config::new(1 << 20, capacity).engine(EngineKind::Sync)) {
-        Err(Error::InvalidConfig(m)) => {
+        Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::OutOfMemory => {
+            let m = e.to_string();
+            assert!(m.contains("pool"), "the message does not name the pool: {m}");
             for size in [
                 capacity.to_string(),
                 (1 << 20).to_string(),
@@ -492,8 +495,12 @@ fn a_pool_too_large_to_allocate_is_an_error_not_an_abort() {
             ] {
                 assert!(m.contains(&size), "the message does not name {size}: {m}");
             }
+            let os = std::error::Error::source(&e)
+                .and_then(|s| s.downcast_ref::<std::io::Error>())
+                .and_then(|s| s.raw_os_error());
+            assert_eq!(os, Some(libc::ENOMEM), "the kernel's error is the source: {e:?}");
         }
-        other => panic!("2 PiB pool: want InvalidConfig, got {other:?}"),
+        other => panic!("2 PiB pool: want Io(OutOfMemory), got {other:?}"),
     }
     // And the process can still make caches.
     let f = patterned_file(2 * BU);
@@ -560,9 +567,9 @@ fn limit_address_space(headroom: u64) -> impl Drop {
 /// The tables a cache keeps per block (its index, each slot's shared word
 /// and the owner's own slot records and lists) are allocated fallibly:
 /// when the pool fits the address space but a table does not, `Cache::new`
-/// is `Err(InvalidConfig)` naming the capacity, whether the table is one
-/// clients share or one of the owner thread's. Each limit runs in its own
-/// child. The pool (256 MiB) always fits; the tables of 2^19 blocks are
+/// is `Err(Io)` of kind `OutOfMemory` naming the capacity and the table,
+/// whether the table is one clients share or one of the owner thread's.
+/// Each limit runs in its own child. The pool (256 MiB) always fits; the tables of 2^19 blocks are
 /// MiBs each (the index 8 MiB, the slot words 32 MiB, the owner's records
 /// more), so every limit below falls well inside one table's allocation.
 #[test]
@@ -594,7 +601,8 @@ fn per_block_tables_that_do_not_fit_are_an_error_not_an_abort() {
         _ => "owner",
     };
     match r {
-        Err(Error::InvalidConfig(m)) if headroom < 1024 => {
+        Err(Error::Io(e)) if headroom < 1024 && e.kind() == std::io::ErrorKind::OutOfMemory => {
+            let m = e.to_string();
             println!("{what}: {m}");
             assert!(m.contains(&format!("{CAPACITY} blocks")), "{what}: {m}");
             assert!(m.contains(table), "{what}: want the {table} table: {m}");

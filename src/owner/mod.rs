@@ -268,8 +268,8 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// `InvalidConfig` when the index or the slot words of `capacity`
-    /// blocks cannot be allocated. `huge`: ask for transparent huge pages
+    /// `Io` (`OutOfMemory`) when the index or the slot words of `capacity`
+    /// blocks cannot be allocated (see `table`). `huge`: ask for transparent huge pages
     /// (`Config::huge_pages`).
     pub(crate) fn new(capacity: usize, huge: bool) -> Result<Arc<Shared>, Error> {
         let index = Index::new(capacity, huge).map_err(|t| t.for_capacity(capacity))?;

@@ -8,7 +8,8 @@
 //! Transparent huge pages are asked for unless the config says not
 //! (`Config::huge_pages`): a hit on a big pool then misses the TLB less.
 
-use crate::error::Error;
+use crate::error::{Context, Error};
+use std::io;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
@@ -43,9 +44,10 @@ impl Pool {
     }
 
     /// Map `capacity` zero-filled blocks, asking for transparent huge
-    /// pages when `huge` (advice a kernel may ignore); `InvalidConfig` when
-    /// the kernel refuses the mapping (the caller has checked the product
-    /// fits a `usize`).
+    /// pages when `huge` (advice a kernel may ignore); `Io` of kind
+    /// `OutOfMemory`, with the kernel's error as its source, when the
+    /// kernel refuses the mapping (the caller has checked the product fits
+    /// an `isize`).
     pub(crate) fn map(block_size: usize, capacity: usize, huge: bool) -> Result<Arc<Pool>, Error> {
         let bytes = block_size * capacity;
         // SAFETY: a new anonymous private mapping: no descriptor, no fixed
@@ -61,9 +63,12 @@ impl Pool {
             )
         };
         if base == libc::MAP_FAILED {
-            return Err(Error::InvalidConfig(format!(
-                "could not map a pool of {capacity} blocks of {block_size} bytes ({bytes} bytes): {}",
-                std::io::Error::last_os_error()
+            let source = io::Error::last_os_error();
+            let message =
+                format!("cannot map a pool of {capacity} blocks of {block_size} bytes ({bytes} bytes)");
+            return Err(Error::Io(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                Context { message, source },
             )));
         }
         if huge {

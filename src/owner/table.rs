@@ -9,11 +9,13 @@
 //! entries are first written: a cache of a million blocks starts in about
 //! the time of a small one, and holds memory only for the slots it uses.
 //!
-//! A capacity whose tables cannot be mapped is an [`Error::InvalidConfig`]
-//! from `Cache::new` that names the table and its sizes, not an abort of
-//! the process.
+//! A capacity whose tables cannot be mapped is an [`Error::Io`] of kind
+//! `OutOfMemory` from `Cache::new` that names the table and its sizes, not
+//! an abort of the process. A table whose size does not even fit the
+//! address space is an [`Error::InvalidConfig`], as a pool's is.
 
 use crate::error::Error;
+use std::io;
 use std::ptr::NonNull;
 
 /// A table that could not be allocated: which one, and its size.
@@ -25,16 +27,24 @@ pub(crate) struct TooLarge {
 }
 
 impl TooLarge {
-    /// The error `Cache::new` returns for a cache of `capacity` blocks.
+    /// The error `Cache::new` returns for a cache of `capacity` blocks:
+    /// out of memory, or (a size past `isize::MAX`) a config that cannot
+    /// work.
     pub(crate) fn for_capacity(self, capacity: usize) -> Error {
-        Error::InvalidConfig(format!(
-            "a cache of {capacity} blocks needs {} of {} entries of {} bytes ({} bytes), \
-             which could not be allocated",
-            self.what,
-            self.len,
-            self.each,
-            self.len.saturating_mul(self.each),
-        ))
+        let (what, len, each) = (self.what, self.len, self.each);
+        match len.checked_mul(each).filter(|&b| b <= isize::MAX as usize) {
+            Some(bytes) => Error::Io(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                format!(
+                    "a cache of {capacity} blocks needs {what} of {len} entries of {each} bytes \
+                     ({bytes} bytes), which could not be allocated"
+                ),
+            )),
+            None => Error::InvalidConfig(format!(
+                "a cache of {capacity} blocks needs {what} of {len} entries of {each} bytes, \
+                 more than the address space"
+            )),
+        }
     }
 }
 
@@ -225,18 +235,35 @@ mod tests {
 
     #[test]
     fn a_table_too_large_for_memory_is_an_error_naming_its_sizes() {
-        let Err(e) = ZeroedTable::<u32>::new("the test table", usize::MAX / 4, false) else {
+        // Fits the address space's arithmetic, not any machine's mappings.
+        let len = isize::MAX as usize / 8;
+        let Err(e) = ZeroedTable::<u32>::new("the test table", len, false) else {
             panic!("a table larger than memory was made")
         };
-        let Error::InvalidConfig(m) = e.for_capacity(12345) else {
-            panic!("not InvalidConfig")
+        let Error::Io(e) = e.for_capacity(12345) else {
+            panic!("not Io")
         };
+        assert_eq!(e.kind(), io::ErrorKind::OutOfMemory, "{e}");
+        let m = e.to_string();
         assert!(m.contains("12345 blocks"), "{m}");
         assert!(m.contains("the test table"), "{m}");
-        assert!(
-            m.contains(&format!("{} entries of 4 bytes", usize::MAX / 4)),
-            "{m}"
-        );
+        assert!(m.contains(&format!("{len} entries of 4 bytes")), "{m}");
+        assert!(m.contains(&format!("({} bytes)", len * 4)), "{m}");
+    }
+
+    /// A size that overflows is not a lack of memory: no memory would do.
+    #[test]
+    fn a_table_larger_than_the_address_space_is_a_config_error() {
+        for len in [usize::MAX / 4, usize::MAX] {
+            let Err(e) = ZeroedTable::<u32>::new("the test table", len, false) else {
+                panic!("{len}: a table larger than the address space was made")
+            };
+            let Error::InvalidConfig(m) = e.for_capacity(12345) else {
+                panic!("{len}: not InvalidConfig")
+            };
+            assert!(m.contains("the test table"), "{m}");
+            assert!(m.contains(&format!("{len} entries of 4 bytes")), "{m}");
+        }
     }
 
     /// Pages of `bytes` at `base` that are resident.
