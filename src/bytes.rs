@@ -71,6 +71,15 @@ impl Cache {
     /// # Ok::<(), blockcache::Error>(())
     /// ```
     ///
+    /// # Errors
+    ///
+    /// The range is checked first: [`Error::UnknownDevice`] and
+    /// [`Error::OutOfRange`] (a range past the device's end, or whose end
+    /// overflows a `u64`) leave `buf` untouched. [`Error::Io`] when a block
+    /// cannot be read, [`Error::Closed`] when the owner thread has stopped
+    /// (it panicked); the part of `buf` before the failing block has been
+    /// filled.
+    ///
     /// # Deadlocks
     ///
     /// Takes a [`read`](Cache::read) guard on each block of the range in
@@ -88,6 +97,17 @@ impl Cache {
 
     /// Write `data` at byte `offset` of `dev`.
     ///
+    /// # Errors
+    ///
+    /// The range is checked first: [`Error::UnknownDevice`] and
+    /// [`Error::OutOfRange`] (a range past the device's end, or whose end
+    /// overflows a `u64`) change nothing. [`Error::ReadOnly`] for a device
+    /// opened read-only, [`Error::Io`] when a block at an edge of the range
+    /// cannot be read (or no slot can be had), [`Error::Closed`] when the
+    /// owner thread has stopped (it panicked); the blocks before the
+    /// failing one have been written (in the cache: dirty, not yet on the
+    /// device).
+    ///
     /// # Deadlocks
     ///
     /// Takes a [`write`](Cache::write) or [`zeroed`](Cache::zeroed) guard
@@ -103,6 +123,10 @@ impl Cache {
 
     /// Zero `len` bytes at byte `offset` of `dev`.
     ///
+    /// # Errors
+    ///
+    /// As [`write_bytes`](Cache::write_bytes).
+    ///
     /// # Deadlocks
     ///
     /// Waits for ever where [`write_bytes`](Cache::write_bytes) would.
@@ -111,6 +135,10 @@ impl Cache {
     }
 
     /// Set `len` bytes at byte `offset` of `dev` to `byte`.
+    ///
+    /// # Errors
+    ///
+    /// As [`write_bytes`](Cache::write_bytes).
     ///
     /// # Deadlocks
     ///

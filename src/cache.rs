@@ -151,12 +151,19 @@ impl Cache {
 
     /// Open a file or block device for reading and writing.
     ///
-    /// O_DIRECT is used where the filesystem accepts it. Errors:
-    /// [`Error::Io`] for a path that cannot be opened or is not a file or
-    /// block device; [`Error::InvalidConfig`] when the block size is not a
-    /// multiple of the device's logical block size. An `Io` error from the
-    /// kernel names the path and keeps the OS error's kind; the OS error
-    /// itself (with its errno) is its `source()`:
+    /// O_DIRECT is used where the filesystem accepts it.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::Io`] for a path that cannot be opened, or is not a
+    ///   regular file or block device (kind `InvalidInput`), or when the
+    ///   device's I/O engine cannot be started (no descriptor or thread
+    ///   left). An error from the kernel says what failed on which path and
+    ///   keeps the OS error's kind; the OS error itself (with its errno) is
+    ///   its `source()`.
+    /// - [`Error::InvalidConfig`] when the cache's block size is not a
+    ///   multiple of the device's logical block size.
+    /// - [`Error::Closed`] when the owner thread has stopped (it panicked).
     ///
     /// ```
     /// # use blockcache::{Cache, Config, EngineKind, Error};
@@ -173,6 +180,10 @@ impl Cache {
 
     /// Open a file or block device for reading only: writes get
     /// [`Error::ReadOnly`].
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Cache::open).
     pub fn open_read_only(&self, path: impl AsRef<Path>) -> Result<DeviceId, Error> {
         self.open_device(path.as_ref(), true)
     }
@@ -219,6 +230,11 @@ impl Cache {
 
     /// The device's size in whole blocks (a partial last block is not
     /// addressable).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownDevice`] when `dev` is not open in this cache;
+    /// [`Error::Closed`] when the owner thread has stopped (it panicked).
     pub fn device_blocks(&self, dev: DeviceId) -> Result<u64, Error> {
         match self.core().call(|reply| Msg::DeviceBlocks { dev, reply })? {
             Answer::Blocks(n) => Ok(n),
@@ -228,6 +244,15 @@ impl Cache {
 
     /// A shared guard on block `block` of `dev`: reads it on a miss, waits
     /// out a writer.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::UnknownDevice`]: `dev` is not open in this cache.
+    /// - [`Error::OutOfRange`]: `block` is past the end of the device.
+    /// - [`Error::Io`]: the read of the block failed (every get waiting
+    ///   for that read hears it; nothing is cached), or no slot can be had
+    ///   because every unheld block is dirty and its writeback failed.
+    /// - [`Error::Closed`]: the owner thread has stopped (it panicked).
     ///
     /// # Deadlocks
     ///
@@ -247,6 +272,11 @@ impl Cache {
     /// An exclusive guard: reads the block on a miss, waits out readers and
     /// a writer. Dropping it marks the block dirty.
     ///
+    /// # Errors
+    ///
+    /// As [`read`](Cache::read), and [`Error::ReadOnly`] when the device
+    /// was opened with [`open_read_only`](Cache::open_read_only).
+    ///
     /// # Deadlocks
     ///
     /// As with a `RwLock`, this waits for ever if the calling thread already
@@ -263,6 +293,15 @@ impl Cache {
     /// An exclusive guard on a zero-filled block, dirty; never reads the
     /// device.
     ///
+    /// # Errors
+    ///
+    /// - [`Error::UnknownDevice`]: `dev` is not open in this cache.
+    /// - [`Error::OutOfRange`]: `block` is past the end of the device.
+    /// - [`Error::ReadOnly`]: the device was opened read-only.
+    /// - [`Error::Io`]: no slot can be had because every unheld block is
+    ///   dirty and its writeback failed.
+    /// - [`Error::Closed`]: the owner thread has stopped (it panicked).
+    ///
     /// # Deadlocks
     ///
     /// Waits for ever where [`write`](Cache::write) would: when the calling
@@ -275,6 +314,14 @@ impl Cache {
 
     /// Like [`read`](Cache::read), but `Err(WouldBlock)` instead of waiting
     /// or reading: succeeds only for a resident block with no writer.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::WouldBlock`]: the block is not resident, or is held by a
+    ///   writer or waited for.
+    /// - [`Error::UnknownDevice`]: `dev` is not open in this cache.
+    /// - [`Error::OutOfRange`]: `block` is past the end of the device.
+    /// - [`Error::Closed`]: the owner thread has stopped (it panicked).
     pub fn try_read(&self, dev: DeviceId, block: u64) -> Result<ReadGuard, Error> {
         let taken = self.core().get(dev, block, Mode::Read, false)?;
         Ok(ReadGuard::new(self.core(), taken, dev, block))
@@ -282,6 +329,12 @@ impl Cache {
 
     /// Like [`write`](Cache::write), but `Err(WouldBlock)` instead of
     /// waiting or reading: succeeds only for a resident, unheld block.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_read`](Cache::try_read) (`WouldBlock` also when the block
+    /// is held by a reader), and [`Error::ReadOnly`] when the device was
+    /// opened read-only.
     pub fn try_write(&self, dev: DeviceId, block: u64) -> Result<WriteGuard, Error> {
         let slot = self.core().get(dev, block, Mode::Write, false)?.counted();
         Ok(WriteGuard::new(self.core(), slot, dev, block, false))
@@ -299,11 +352,21 @@ impl Cache {
     /// Write back every unheld dirty block of every device, then fdatasync
     /// each device written. `Ok` means the data is on stable storage; on
     /// `Err` the blocks that failed stay dirty and the next flush retries.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] with the first write or sync error;
+    /// [`Error::Closed`] when the owner thread has stopped (it panicked).
     pub fn flush(&self) -> Result<(), Error> {
         self.core().op(OpKind::Flush(None))
     }
 
     /// [`flush`](Cache::flush) for one device.
+    ///
+    /// # Errors
+    ///
+    /// As [`flush`](Cache::flush), and [`Error::UnknownDevice`] when `dev`
+    /// is not open in this cache.
     pub fn flush_device(&self, dev: DeviceId) -> Result<(), Error> {
         self.core().op(OpKind::Flush(Some(dev)))
     }
@@ -311,6 +374,14 @@ impl Cache {
     /// Drop a block from the cache, writing it back first if dirty. `Ok`
     /// when it is not resident; `Err(Busy)` when held (nothing done); an
     /// I/O error when its writeback failed (it stays dirty).
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::UnknownDevice`]: `dev` is not open in this cache.
+    /// - [`Error::OutOfRange`]: `block` is past the end of the device.
+    /// - [`Error::Busy`]: the block is held by a guard; nothing was done.
+    /// - [`Error::Io`]: its writeback failed; it stays dirty and resident.
+    /// - [`Error::Closed`]: the owner thread has stopped (it panicked).
     pub fn invalidate(&self, dev: DeviceId, block: u64) -> Result<(), Error> {
         self.core().op(OpKind::Invalidate(dev, Some(block)))
     }
@@ -318,6 +389,15 @@ impl Cache {
     /// Invalidate every block of a device. Held blocks are left exactly as
     /// their holders have them (not written, still dirty) and the result is
     /// `Err(Busy)`; every other block is written back if dirty and dropped.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::UnknownDevice`]: `dev` is not open in this cache.
+    /// - [`Error::Busy`]: a block of the device is held (the others were
+    ///   still written back and dropped).
+    /// - [`Error::Io`]: a writeback failed; that block stays dirty and
+    ///   resident.
+    /// - [`Error::Closed`]: the owner thread has stopped (it panicked).
     pub fn invalidate_device(&self, dev: DeviceId) -> Result<(), Error> {
         self.core().op(OpKind::Invalidate(dev, None))
     }
@@ -325,6 +405,15 @@ impl Cache {
     /// Flush and sync the device, drop its blocks and close it. `Err(Busy)`
     /// (and nothing done) when one of its blocks is held or awaited; on a
     /// write error it stays open and its dirty blocks stay.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::UnknownDevice`]: `dev` is not open in this cache.
+    /// - [`Error::Busy`]: a block of the device is held or waited for;
+    ///   nothing was done.
+    /// - [`Error::Io`]: a write or the sync failed; the device stays open
+    ///   with its dirty blocks.
+    /// - [`Error::Closed`]: the owner thread has stopped (it panicked).
     pub fn close(&self, dev: DeviceId) -> Result<(), Error> {
         self.core().op(OpKind::Close(dev))
     }
@@ -332,6 +421,13 @@ impl Cache {
     /// Drop every block of a device, dirty ones unwritten (writebacks
     /// already in flight complete). `Err(Busy)` and nothing done when one
     /// of its blocks is held or awaited.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::UnknownDevice`]: `dev` is not open in this cache.
+    /// - [`Error::Busy`]: a block of the device is held or waited for;
+    ///   nothing was done.
+    /// - [`Error::Closed`]: the owner thread has stopped (it panicked).
     pub fn abort_device(&self, dev: DeviceId) -> Result<(), Error> {
         self.core().op(OpKind::Abort(dev))
     }
@@ -346,8 +442,11 @@ impl Cache {
     /// stopped when this returns; otherwise they stop when the last handle
     /// and guard are gone.
     ///
-    /// Errors: [`Error::Unwritten`] with the number of blocks that could
-    /// not be written and the first error.
+    /// # Errors
+    ///
+    /// [`Error::Unwritten`] with the number of blocks that could not be
+    /// written and the first error; [`Error::Closed`] when the owner thread
+    /// has stopped (it panicked: dirty blocks are lost).
     pub fn shutdown(self) -> Result<(), Error> {
         let result = self.core().op(OpKind::Shutdown);
         drop(self);

@@ -70,6 +70,7 @@ impl Config {
     /// of the logical block size of every device opened; `capacity` from
     /// 1 to [`MAX_CAPACITY`]. Nothing is checked until
     /// [`Cache::new`](crate::Cache::new).
+    #[must_use]
     pub fn new(block_size: usize, capacity: usize) -> Config {
         Config {
             block_size,
@@ -85,6 +86,7 @@ impl Config {
     }
 
     /// Choose the I/O engine (default [`EngineKind::Auto`]).
+    #[must_use]
     pub fn engine(mut self, kind: EngineKind) -> Config {
         self.engine = kind;
         self
@@ -92,12 +94,14 @@ impl Config {
 
     /// Most I/Os in flight per device (default 64). Prefetches beyond it
     /// are dropped; reads and writebacks beyond it queue in the engine.
+    #[must_use]
     pub fn queue_depth(mut self, depth: u32) -> Config {
         self.queue_depth = depth;
         self
     }
 
     /// Pin the owner thread to this CPU (default `None`: unpinned).
+    #[must_use]
     pub fn owner_cpu(mut self, cpu: Option<usize>) -> Config {
         self.owner_cpu = cpu;
         self
@@ -108,6 +112,7 @@ impl Config {
     /// own thread's record) instead of asking the owner thread (default
     /// `true`). `false` sends every get through the owner: slower, and
     /// there to measure what the fast path buys.
+    #[must_use]
     pub fn fast_hits(mut self, on: bool) -> Config {
         self.fast_hits = on;
         self
@@ -172,6 +177,7 @@ impl Config {
     /// Use a caller-supplied engine for every device instead of
     /// [`EngineKind`]: for tests that script or fault the I/O the cache
     /// issues. See [`engine`](crate::engine).
+    #[must_use]
     pub fn custom_engine(mut self, factory: Arc<dyn EngineFactory>) -> Config {
         self.custom_engine = Some(factory);
         self

@@ -65,7 +65,8 @@ pub enum Error {
     /// [`open`](crate::Cache::open) when the block size is not a multiple
     /// of the device's logical block size.
     InvalidConfig(String),
-    /// The cache has shut down (or its owner thread has died).
+    /// The cache's owner thread has stopped: it panicked (a bug), so every
+    /// call is refused; or the cache has shut down.
     Closed,
     /// Shutdown could not write back every dirty block: `blocks` were lost,
     /// `source` is the first error (and the `source()`).
@@ -92,7 +93,7 @@ impl fmt::Display for Error {
             Error::WouldBlock => f.write_str("taking the block would wait: it is not resident, or is held"),
             Error::ReadOnly => f.write_str("the device is open read-only: it cannot be written"),
             Error::InvalidConfig(m) => write!(f, "invalid configuration: {m}"),
-            Error::Closed => f.write_str("cache is shut down"),
+            Error::Closed => f.write_str("the cache is shut down or its owner thread has stopped"),
             // The first error is the `source()`, not part of this message.
             Error::Unwritten { blocks: 1, .. } => f.write_str("1 dirty block could not be written"),
             Error::Unwritten { blocks, .. } => {

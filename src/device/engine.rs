@@ -264,5 +264,11 @@ pub trait EngineFactory: Send + Sync {
     /// Start an engine for `device`, completing requests through `done`.
     /// Called on the thread that called `Cache::open`, never on the owner
     /// thread (so engine threads do not inherit the owner's CPU pinning).
+    ///
+    /// # Errors
+    ///
+    /// Whatever keeps the engine from starting (no descriptor, no thread):
+    /// `Cache::open` fails with it as [`Error::Io`](crate::Error::Io),
+    /// naming the path.
     fn start(&self, device: Arc<DeviceFile>, done: Completer) -> io::Result<Box<dyn Engine>>;
 }

@@ -54,7 +54,10 @@ impl DeviceFile {
     /// Open `path` for block I/O. O_DIRECT is used where the filesystem
     /// accepts it (not tmpfs, for one); buffered I/O otherwise.
     ///
-    /// Errors: `Io` for a missing or forbidden path; `Io` with
+    /// # Errors
+    ///
+    /// [`Error::Io`] for a missing or forbidden path, or one whose size
+    /// cannot be read (the OS error is the `source()`); `Io` with kind
     /// `InvalidInput` for a directory, FIFO, socket or character device.
     pub fn open(path: &Path, read_only: bool) -> Result<DeviceFile, Error> {
         // Refuse what is not a file or block device before opening it: an
