@@ -192,7 +192,7 @@ impl Cache {
         let file = DeviceFile::open(path, read_only)?;
         let bs = self.block_size() as u64;
         let logical = u64::from(file.logical_block_size());
-        if bs % logical != 0 {
+        if !bs.is_multiple_of(logical) {
             return Err(Error::InvalidConfig(format!(
                 "block size {bs} is not a multiple of {}'s logical block size {logical}",
                 path.display()

@@ -347,7 +347,7 @@ fn stress_thread(
             // try_read / try_write an own block
             75..=81 => {
                 let b = own(&mut rng);
-                if what % 2 == 0 {
+                if what.is_multiple_of(2) {
                     match c.try_read(dev, b) {
                         Ok(g) => assert!(g[..] == m(b)[..], "thread {t} op {i}: try_read {b}"),
                         Err(Error::WouldBlock) => {}
@@ -373,7 +373,7 @@ fn stress_thread(
                 let hi = mine.end * BS as u64;
                 let off = lo + rng.below(hi - lo);
                 let len = 1 + rng.below((hi - off).min(3 * BS as u64)) as usize;
-                if what % 2 == 0 {
+                if what.is_multiple_of(2) {
                     let data: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
                     c.write_bytes(dev, off, &data).unwrap();
                     for (k, &x) in data.iter().enumerate() {

@@ -60,7 +60,7 @@ fn assert_enospc<T: std::fmt::Debug>(r: Result<T, Error>, what: &str) {
 /// Put `data(kind, b)` into block `b` through the cache: by `write` (which
 /// reads the hole first) for even blocks, `zeroed` for odd ones.
 fn put_block(cache: &Cache, dev: blockcache::DeviceId, kind: EngineKind, b: u64) -> Result<(), Error> {
-    let mut g = if b % 2 == 0 {
+    let mut g = if b.is_multiple_of(2) {
         cache.write(dev, b)?
     } else {
         cache.zeroed(dev, b)?

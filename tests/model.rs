@@ -84,7 +84,7 @@ impl Run {
         let mut r = Rng::new(seed ^ 0xc0ffee);
         let shm = std::path::Path::new("/dev/shm").is_dir();
         Run {
-            dir: if seed % 4 == 0 || !shm {
+            dir: if seed.is_multiple_of(4) || !shm {
                 "/var/tmp"
             } else {
                 "/dev/shm"
@@ -226,7 +226,7 @@ impl Worker {
             }
             25..=32 => {
                 let (d, id, b) = self.own();
-                let write = pick % 2 == 0;
+                let write = pick.is_multiple_of(2);
                 let r = if write {
                     self.cache.try_write(id, b).map(|g| (None, Some(g)))
                 } else {

@@ -180,7 +180,7 @@ fn retry_eintr<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
 /// read that stopped off that alignment hit EOF; continuing it would only
 /// earn EINVAL for the misaligned remainder and hide the real cause.
 pub(super) fn ends_at_eof(device: &DeviceFile, kind: IoKind, done: usize) -> bool {
-    kind == IoKind::Read && device.is_direct() && done % device.logical_block_size() as usize != 0
+    kind == IoKind::Read && device.is_direct() && !done.is_multiple_of(device.logical_block_size() as usize)
 }
 
 /// The error for a transfer that cannot be finished after `done` of `len`
