@@ -1,4 +1,7 @@
-//! The client handle: every call is a message to the owner thread.
+//! The client handle. A get of a resident block is taken in the calling
+//! thread (a lookup in the shared index, then one CAS on the slot's word
+//! or an entry in the thread's reader record); everything else is a
+//! message to the owner thread, answered on the thread's reply channel.
 
 use crate::config::{Config, EngineKind};
 use crate::device::sync::SyncFactory;

@@ -5,10 +5,13 @@
 //!
 //! Worker threads take RAII guards on fixed-size, page-aligned blocks:
 //! [`ReadGuard`] (shared) and [`WriteGuard`] (exclusive, marks the block
-//! dirty). One owner thread keeps all cache state — index, LRU lists,
-//! waiters — and each open device has an I/O engine (an io_uring ring
-//! thread with O_DIRECT, or pread/pwrite threads) that reads misses, writes
-//! dirty blocks back and syncs.
+//! dirty). A get of a resident block is taken in the calling thread, with
+//! no message; a miss goes to the one owner thread, which makes every
+//! decision (slot assignment, CLOCK eviction, writeback, waiters) and is
+//! the only writer of the index. Each open device has an I/O engine (an
+//! io_uring ring with O_DIRECT and a reaper thread, or pread/pwrite
+//! threads) that reads misses, writes dirty blocks back and syncs; the
+//! thread that completes a read hands the block to the get waiting for it.
 //!
 //! ```
 //! use blockcache::{Cache, Config};
@@ -38,8 +41,28 @@
 //! # Ok(()) }
 //! ```
 //!
-//! See [`Cache`] for every operation, [`engine`] to script or fault the
-//! I/O, and the README for the design and measured performance.
+//! # Promises
+//!
+//! - **A held block is never written back or evicted**, and a block the
+//!   kernel is filling is never visible to a guard.
+//! - **Nothing is lost**: a dirty block leaves memory only after its write
+//!   completed; a failed writeback keeps it dirty and makes
+//!   [`flush`](Cache::flush) return the error (the next flush retries).
+//!   `flush` returning `Ok` means written and fdatasync'd.
+//! - **Bad input is an [`Error`]**, never a panic, and leaves the cache
+//!   usable: a block past the end, an unknown or closed device, a write to
+//!   a read-only device, a config that cannot work.
+//! - **No hang**: a get waits only for a guard some thread holds, an I/O in
+//!   flight, or a slot that will come; when none can (every unheld block
+//!   dirty and failing to write) it returns that error. A thread that waits
+//!   for a block while itself holding a conflicting guard waits forever, as
+//!   with a `RwLock`: use [`try_read`](Cache::try_read) and
+//!   [`try_write`](Cache::try_write), which never wait, where that can
+//!   happen.
+//!
+//! See [`Cache`] for every operation, [`Config`] for the knobs
+//! (readahead, huge pages, queue depth), [`engine`] to script or fault the
+//! I/O, and the repository's `docs/design.md` for the design.
 #![warn(missing_docs)]
 
 mod bytes;
