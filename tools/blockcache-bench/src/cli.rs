@@ -141,7 +141,8 @@ pub struct Cli {
     /// Files in the `devices` workload.
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub devices: usize,
-    /// Write every number (per round and median) as JSON to FILE.
+    /// Write every number (per round and median) as JSON to FILE; with
+    /// --goals, the goals too.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
     /// Draw the latency distributions on one chart, as SVG, to FILE.svg.
@@ -163,6 +164,10 @@ pub struct Cli {
     /// Operations the `flush` workload times, a comma list [default: all].
     #[arg(long = "op", value_name = "OP[,OP..]", value_delimiter = ',', value_enum)]
     pub flush_ops: Vec<FlushOp>,
+    /// Also check the project's performance goals against this run and
+    /// print each as MET, MISSED or -- (not measured) after the tables.
+    #[arg(long)]
+    pub goals: bool,
 }
 
 /// A checked run: every default filled in.
@@ -208,6 +213,8 @@ pub struct Plan {
     pub json: Option<PathBuf>,
     /// `--plot`.
     pub plot: Option<PathBuf>,
+    /// `--goals`.
+    pub goals: bool,
 }
 
 impl Plan {
@@ -464,6 +471,7 @@ impl Cli {
             idle: Duration::from_secs_f64(self.idle_seconds),
             json: self.json.clone(),
             plot: self.plot.clone(),
+            goals: self.goals,
         })
     }
 }
@@ -566,6 +574,12 @@ mod tests {
         assert_eq!(parse_size("4KiB"), Ok(4096));
         assert!(parse_size("4q").is_err());
         assert!(plan(&["--baseline", "none"]).unwrap().baselines.is_empty());
+    }
+
+    #[test]
+    fn goals_are_off_unless_asked_for() {
+        assert!(!plan(&[]).unwrap().goals);
+        assert!(plan(&["--goals"]).unwrap().goals);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `blockcache-bench`: run one workload on blockcache and its baselines,
-//! print the percentile table, optionally write JSON and an SVG chart.
+//! print the percentile table, optionally the project's goals (`--goals`),
+//! JSON and an SVG chart.
 //! See `blockcache-bench --help`.
 
 use anyhow::Result;
@@ -22,7 +23,9 @@ struct Output<'a> {
     plan: &'a Plan,
     report: &'a WorkloadReport,
     idle: Option<rig::Idle>,
-    goals: Vec<goals::Goal>,
+    /// Only with `--goals`, as in the text output.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    goals: Option<Vec<goals::Goal>>,
 }
 
 #[derive(Serialize)]
@@ -82,8 +85,14 @@ fn run(plan: &Plan) -> Result<()> {
     if let Some(i) = &idle {
         println!("{}", suite::idle_line(i));
     }
-    let goals = goals::evaluate(std::slice::from_ref(&report), idle.as_ref());
-    print!("{}", goals::render(&goals));
+    // The project's targets are for its developers (`cargo bench` prints
+    // them too); a user reading latencies asks for them with --goals.
+    let goals = plan
+        .goals
+        .then(|| goals::evaluate(std::slice::from_ref(&report), idle.as_ref()));
+    if let Some(g) = &goals {
+        print!("{}", goals::render(g));
+    }
 
     if let Some(path) = &plan.json {
         let out = Output {
