@@ -27,7 +27,7 @@
 #     -n ROUNDS     rounds per side (default 5)
 #     -w WORKLOADS  comma list of blockcache-bench workloads (default mixed,random)
 #     -s SECONDS    --seconds per run (default 1)
-#     EXTRA         passed to every run, e.g. -- --cache-mb 32 --threads 1,2
+#     EXTRA         passed to every run, e.g. -- --cache 32MiB --threads 1,2
 #                   (not --workload/--rounds/--json/--idle-seconds/--seconds)
 #   Environment: AB_DIR (default /var/tmp/blockcache-ab): work dir, holding
 #   the target dirs and, during a run, the source copies and raw results;

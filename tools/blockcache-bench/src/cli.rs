@@ -92,7 +92,7 @@ impl Engine {
 /// printed is the median over the rounds, and each ratio the median of the
 /// per-round ratios to the first baseline.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "blockcache-bench", version, about, long_about = None)]
+#[command(name = "blockcache-bench", version, about, long_about = None, after_help = SIZE_HELP)]
 pub struct Cli {
     /// File or block device to read (default: a temporary file, removed
     /// afterwards). For `devices`: a directory to make the files in.
@@ -107,18 +107,22 @@ pub struct Cli {
     /// Worker threads, a comma list (default: hot 1,2,4; mixed 2; others 1).
     #[arg(long, value_name = "N[,N..]", value_delimiter = ',')]
     pub threads: Vec<usize>,
-    /// Cache size in MiB.
-    #[arg(long, value_name = "MiB", default_value_t = 16)]
-    pub cache_mb: u64,
-    /// Size of the temporary file in MiB (default: hot ½, random 16×,
-    /// mixed 10×, scan 4× the cache).
-    #[arg(long, value_name = "MiB")]
-    pub file_mb: Option<u64>,
-    /// Block size in bytes: a power of two from 512 to 1m (4096, 4k, 64k, ...).
-    #[arg(long, value_name = "BYTES", default_value = "4k", value_parser = parse_size)]
+    /// Cache (pool) size, a SIZE (see below): a multiple of the block
+    /// size, at least 8 blocks, at most 256GiB.
+    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_size)]
+    pub cache: u64,
+    /// Size of the temporary file the run makes (for `devices`: of each
+    /// file), a SIZE, a multiple of the block size [default: hot ½,
+    /// random 16×, mixed 10×, scan 4× the cache; devices 16 blocks, at
+    /// least 64KiB; flush and big: the largest --blocks count of blocks].
+    /// Not with --file PATH, which is read at its own size.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub file_size: Option<u64>,
+    /// Block size, a SIZE: a power of two from 512 to 1MiB.
+    #[arg(long, value_name = "SIZE", default_value = "4KiB", value_parser = parse_size)]
     pub block_size: u64,
     /// I/Os in flight per thread, a comma list: the prefetch window and
-    /// the raw io_uring depth (random: 1,8,32; scan: 32).
+    /// the raw io_uring depth, in blocks (default: random 1,8,32; scan 32).
     #[arg(long, value_name = "D[,D..]", value_delimiter = ',')]
     pub depth: Vec<u32>,
     /// The cache's I/O engine.
@@ -127,7 +131,7 @@ pub struct Cli {
     /// Operations per thread per run (instead of --seconds).
     #[arg(long, value_name = "N", conflicts_with = "seconds")]
     pub ops: Option<u64>,
-    /// Seconds per run [default: 1].
+    /// Seconds per run, fractions allowed [default: 1].
     #[arg(long, value_name = "S")]
     pub seconds: Option<f64>,
     /// Rounds; every number reported is the median over them.
@@ -156,9 +160,10 @@ pub struct Cli {
     /// contents are lost).
     #[arg(long)]
     pub allow_writes: bool,
-    /// Dirty blocks per `flush` run, a comma list (1k = 1024) [default:
-    /// 1k,16k; the large sizes: 1k,16k,256k,1m]; for `big`, the cache
-    /// capacities [default: 1k,16k,256k,1m].
+    /// Dirty blocks per `flush` run, a comma list of counts (k = 1024, m =
+    /// 1024k, as in sizes) [default: 1k,16k; add 256k,1m for the large
+    /// sizes]; for `big`, the cache capacities in blocks [default:
+    /// 1k,16k,256k,1m].
     #[arg(long, value_name = "N[,N..]", value_delimiter = ',', value_parser = parse_size)]
     pub blocks: Vec<u64>,
     /// Operations the `flush` workload times, a comma list [default: all].
@@ -169,6 +174,14 @@ pub struct Cli {
     #[arg(long)]
     pub goals: bool,
 }
+
+/// What the help says of SIZE values; [`parse_size`] is what it describes.
+const SIZE_HELP: &str = "\
+SIZE: a byte count with an optional unit K, M, G or T, case-insensitive,
+with or without iB or B: 64MiB = 64M = 64m = 64MB. Every unit is a power
+of 1024 (4k = 4096, as in fio), KB and MB too: these sizes are multiples
+of a power-of-two block, which powers of 1000 are not. Fractions are
+allowed (1.5GiB).";
 
 /// A checked run: every default filled in.
 #[derive(Clone, Debug, Serialize)]
@@ -224,22 +237,50 @@ impl Plan {
     }
 }
 
-/// Parse a byte count: `4096`, `4k`, `64K`, `1m`, `4KiB`.
+/// Sizes as the flags take them: powers of 1024 for every unit, `KB` and
+/// `KiB` alike (see [`SIZE_HELP`]).
+const SIZES: parse_size::Config = parse_size::Config::new().with_binary();
+
+/// Parse a size or a count: `4096`, `4k`, `64MiB`, `2G`, `1.5GiB`, `1t`
+/// (see [`SIZE_HELP`]). Zero parses; each flag checks its own range.
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim().to_ascii_lowercase();
-    let t = t.strip_suffix("ib").or_else(|| t.strip_suffix('b')).unwrap_or(&t);
-    let (digits, mult) = match t.chars().last() {
-        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
-        Some('m') => (&t[..t.len() - 1], 1 << 20),
-        Some('g') => (&t[..t.len() - 1], 1 << 30),
-        _ => (t, 1),
-    };
-    digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| format!("`{s}` is not a size (examples: 4096, 4k, 64k, 1m)"))
+    const EXAMPLES: &str =
+        "a number with an optional unit K, M, G or T (powers of 1024), e.g. 4096, 4k, 64MiB, 2G";
+    SIZES.parse_size(s).map_err(|e| match e {
+        parse_size::Error::PosOverflow => "too large: sizes go up to 16EiB less a byte".into(),
+        parse_size::Error::Empty => format!("no number: give {EXAMPLES}"),
+        _ => {
+            // A valid number followed by something else: name the unit.
+            let t = s.trim();
+            let at = t
+                .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '_' | ' ')))
+                .unwrap_or(t.len());
+            let (number, unit) = t.split_at(at);
+            if at > 0 && SIZES.parse_size(number).is_ok() {
+                format!(
+                    "unknown unit `{unit}`; the units are K, M, G, T \
+                     (or KiB, MiB, ..., or KB, MB, ...: powers of 1024)"
+                )
+            } else {
+                format!("not a size: give {EXAMPLES}")
+            }
+        }
+    })
 }
+
+/// `bytes` in the largest binary unit that divides it: `16 MiB`, `4 KiB`,
+/// `10000 B`.
+pub fn show_size(bytes: u64) -> String {
+    const UNITS: [(&str, u32); 5] = [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10), ("B", 0)];
+    let (unit, shift) = UNITS
+        .into_iter()
+        .find(|&(_, sh)| bytes != 0 && bytes.trailing_zeros() >= sh)
+        .unwrap_or(("B", 0));
+    format!("{} {unit}", bytes >> shift)
+}
+
+/// The largest `--cache`.
+pub const MAX_CACHE: u64 = 256 << 30;
 
 /// Baselines that make sense for a workload, the default ones first.
 pub fn baselines_for(w: Workload) -> (&'static [Baseline], &'static [Baseline]) {
@@ -274,18 +315,30 @@ impl Cli {
         let bs = self.block_size;
         if !bs.is_power_of_two() || !(MIN_BLOCK_SIZE as u64..=MAX_BLOCK_SIZE as u64).contains(&bs) {
             return Err(format!(
-                "--block-size {bs}: must be a power of two from {MIN_BLOCK_SIZE} to {MAX_BLOCK_SIZE} bytes"
+                "--block-size {}: must be a power of two from {} to {}",
+                show_size(bs),
+                show_size(MIN_BLOCK_SIZE as u64),
+                show_size(MAX_BLOCK_SIZE as u64)
             ));
         }
-        if !(1..=1 << 18).contains(&self.cache_mb) {
-            return Err(format!("--cache-mb {}: must be from 1 to 262144", self.cache_mb));
+        let cache_bytes = self.cache;
+        let cache = show_size(cache_bytes);
+        let block = show_size(bs);
+        if cache_bytes > MAX_CACHE {
+            return Err(format!(
+                "--cache {cache}: must be at most {}",
+                show_size(MAX_CACHE)
+            ));
         }
-        let cache_bytes = self.cache_mb << 20;
+        if !cache_bytes.is_multiple_of(bs) {
+            return Err(format!(
+                "--cache {cache}: not a multiple of the block size, {block}"
+            ));
+        }
         let capacity = cache_bytes / bs;
         if capacity < 8 {
             return Err(format!(
-                "--cache-mb {} holds only {capacity} blocks of {bs} bytes: at least 8 are needed",
-                self.cache_mb
+                "--cache {cache} holds only {capacity} blocks of {block}: at least 8 are needed"
             ));
         }
 
@@ -323,9 +376,8 @@ impl Cli {
         let max_d = u64::from(depths.iter().copied().max().unwrap_or(1));
         if takes_depth && capacity < 4 * max_t * max_d {
             return Err(format!(
-                "--cache-mb {}: {capacity} blocks is too small for {max_t} thread(s) × a window of \
+                "--cache {cache}: {capacity} blocks is too small for {max_t} thread(s) × a window of \
                  {max_d} blocks (need at least {} blocks)",
-                self.cache_mb,
                 4 * max_t * max_d
             ));
         }
@@ -371,8 +423,8 @@ impl Cli {
         if self.file.is_some() && w == Workload::Big {
             return Err("--file: the big workload reads a sparse temporary file of its own".into());
         }
-        if self.file.is_some() && self.file_mb.is_some() {
-            return Err("--file-mb sizes the temporary file; --file PATH is used at its own size".into());
+        if self.file.is_some() && self.file_size.is_some() {
+            return Err("--file-size sizes the temporary file; --file PATH is used at its own size".into());
         }
         if self.file.is_some() && matches!(w, Workload::Mixed | Workload::Flush) && !self.allow_writes {
             return Err(format!(
@@ -421,9 +473,14 @@ impl Cli {
         if !(1..=1024).contains(&self.devices) {
             return Err(format!("--devices {}: must be from 1 to 1024", self.devices));
         }
-        let file_bytes = match (self.file_mb, w) {
-            (Some(0), _) => return Err("--file-mb must be at least 1".into()),
-            (Some(mb), _) => mb << 20,
+        let file_bytes = match (self.file_size, w) {
+            (Some(b), _) if !b.is_multiple_of(bs) => {
+                return Err(format!(
+                    "--file-size {}: not a multiple of the block size, {block}",
+                    show_size(b)
+                ))
+            }
+            (Some(b), _) => b,
             (None, Workload::Hot) => (cache_bytes / 2).max(bs),
             (None, Workload::Random) => cache_bytes * 16,
             (None, Workload::Mixed) => cache_bytes * 10,
@@ -433,7 +490,8 @@ impl Cli {
         };
         if file_bytes < 2 * bs {
             return Err(format!(
-                "--file-mb: the file must hold at least 2 blocks of {bs} bytes"
+                "--file-size {}: the file must hold at least 2 blocks of {block}",
+                show_size(file_bytes)
             ));
         }
         if !(self.idle_seconds.is_finite() && (0.0..=60.0).contains(&self.idle_seconds)) {
@@ -513,12 +571,12 @@ mod tests {
         assert_eq!(p.threads, [1, 2, 4]);
         assert_eq!(p.baselines, [Baseline::Pread, Baseline::Map]);
         assert_eq!(p.file_bytes, 8 << 20);
-        let r = plan(&["--workload", "random", "--cache-mb", "8"]).unwrap();
+        let r = plan(&["--workload", "random", "--cache", "8MiB"]).unwrap();
         assert_eq!(r.depths, [1, 8, 32]);
         assert_eq!(r.file_bytes, 128 << 20);
         assert_eq!(r.baselines[0], Baseline::Uring);
         assert_eq!(
-            plan(&["--workload", "mixed", "--cache-mb", "4"])
+            plan(&["--workload", "mixed", "--cache", "4m"])
                 .unwrap()
                 .file_bytes,
             40 << 20
@@ -570,10 +628,58 @@ mod tests {
         assert_eq!(p.block_size, 8192);
         assert_eq!(p.limit, Limit::Ops(500));
         assert_eq!(p.baselines, [Baseline::Direct, Baseline::Uring]);
-        assert_eq!(parse_size("1m"), Ok(1 << 20));
-        assert_eq!(parse_size("4KiB"), Ok(4096));
-        assert!(parse_size("4q").is_err());
         assert!(plan(&["--baseline", "none"]).unwrap().baselines.is_empty());
+    }
+
+    #[test]
+    fn sizes_take_binary_units() {
+        for (s, want) in [
+            ("4096", 4096),
+            ("4k", 4 << 10),
+            ("4K", 4 << 10),
+            ("4KiB", 4 << 10),
+            ("4KB", 4 << 10),
+            ("1m", 1 << 20),
+            ("64MiB", 64 << 20),
+            ("64 MiB", 64 << 20),
+            ("2G", 2 << 30),
+            ("2GiB", 2 << 30),
+            ("1.5GiB", 3 << 29),
+            ("1t", 1 << 40),
+            ("1TiB", 1 << 40),
+            ("0", 0),
+        ] {
+            assert_eq!(parse_size(s), Ok(want), "{s}");
+        }
+        for (s, want) in [
+            ("4q", "unknown unit `q`"),
+            ("4 bytes", "unknown unit `bytes`"),
+            ("lots", "not a size"),
+            ("-1", "not a size"),
+            ("", "no number"),
+            ("99999999999999999999", "too large"),
+            ("16EiB", "too large"),
+        ] {
+            match parse_size(s) {
+                Err(m) => assert!(m.contains(want), "{s}: {m}"),
+                Ok(n) => panic!("{s} parsed as {n}"),
+            }
+        }
+        assert_eq!(show_size(16 << 20), "16 MiB");
+        assert_eq!(show_size(3 << 29), "1536 MiB");
+        assert_eq!(show_size(10000), "10000 B");
+        assert_eq!(show_size(0), "0 B");
+    }
+
+    #[test]
+    fn cache_and_file_sizes_are_checked_against_the_block_size() {
+        let p = plan(&["--cache", "64MiB", "--file-size", "2GiB"]).unwrap();
+        assert_eq!((p.cache_bytes, p.file_bytes), (64 << 20, 2 << 30));
+        assert_eq!(p.capacity(), 16 << 10);
+        let p = plan(&["--cache", "256k", "--block-size", "32k"]).unwrap();
+        assert_eq!(p.capacity(), 8);
+        let p = plan(&["--workload", "random", "--cache", "1.5m", "--depth", "8"]).unwrap();
+        assert_eq!(p.file_bytes, 24 << 20);
     }
 
     #[test]
@@ -588,12 +694,31 @@ mod tests {
             (&["--block-size", "3000"], "--block-size"),
             (&["--block-size", "256"], "--block-size"),
             (&["--block-size", "lots"], "not a size"),
-            (&["--cache-mb", "0"], "--cache-mb"),
+            (&["--cache", "0"], "--cache 0 B holds only 0 blocks"),
+            (&["--cache", "16k"], "holds only 4 blocks of 4 KiB"),
+            (
+                &["--cache", "10000"],
+                "--cache 10000 B: not a multiple of the block size, 4 KiB",
+            ),
+            (&["--cache", "64k", "--block-size", "64k"], "holds only 1 blocks"),
+            (&["--cache", "1TiB"], "--cache 1 TiB: must be at most 256 GiB"),
+            (&["--cache", "8MB/s"], "unknown unit `MB/s`"),
+            (&["--cache-mb", "8"], "unexpected argument '--cache-mb'"),
+            (&["--file-mb", "8"], "unexpected argument '--file-mb'"),
+            (
+                &["--file-size", "0"],
+                "--file-size 0 B: the file must hold at least 2 blocks",
+            ),
+            (&["--file-size", "4k"], "at least 2 blocks of 4 KiB"),
+            (
+                &["--file-size", "1001k"],
+                "--file-size 1001 KiB: not a multiple of the block size",
+            ),
             (&["--threads", "0"], "--threads"),
             (&["--depth", "8"], "--depth applies"),
             (&["--workload", "random", "--depth", "0"], "--depth 0"),
             (
-                &["--workload", "random", "--cache-mb", "1", "--depth", "128"],
+                &["--workload", "random", "--cache", "1MiB", "--depth", "128"],
                 "too small",
             ),
             (&["--seconds=-1"], "--seconds"),
@@ -606,7 +731,10 @@ mod tests {
             (&["--baseline", "none,pread"], "cannot be combined"),
             (&["--baseline", "bogus"], "invalid value"),
             (&["--workload", "nope"], "invalid value"),
-            (&["--file", "/x", "--file-mb", "4"], "--file-mb"),
+            (
+                &["--file", "/x", "--file-size", "4m"],
+                "--file-size sizes the temporary file",
+            ),
             (&["--workload", "mixed", "--file", "/x"], "--allow-writes"),
             (&["--workload", "devices", "--threads", "2"], "one thread"),
             (&["--devices", "8"], "devices workload only"),

@@ -17,8 +17,8 @@ pub const SUITE: [(&str, &[&str]); 7] = [
         &[
             "--workload",
             "hot",
-            "--cache-mb",
-            "8",
+            "--cache",
+            "8MiB",
             "--seconds",
             "0.25",
             "--rounds",
@@ -30,8 +30,8 @@ pub const SUITE: [(&str, &[&str]); 7] = [
         &[
             "--workload",
             "random",
-            "--cache-mb",
-            "8",
+            "--cache",
+            "8MiB",
             "--seconds",
             "0.4",
             "--rounds",
@@ -40,15 +40,15 @@ pub const SUITE: [(&str, &[&str]); 7] = [
     ),
     (
         "mixed",
-        &["--workload", "mixed", "--cache-mb", "8", "--seconds", "0.5"],
+        &["--workload", "mixed", "--cache", "8MiB", "--seconds", "0.5"],
     ),
     (
         "scan",
-        &["--workload", "scan", "--cache-mb", "8", "--seconds", "0.5"],
+        &["--workload", "scan", "--cache", "8MiB", "--seconds", "0.5"],
     ),
     (
         "devices",
-        &["--workload", "devices", "--cache-mb", "8", "--seconds", "0.3"],
+        &["--workload", "devices", "--cache", "8MiB", "--seconds", "0.3"],
     ),
     ("flush", &["--workload", "flush"]),
     (

@@ -33,7 +33,7 @@ impl Devices {
         let n = plan.devices;
         if plan.capacity() < n {
             bail!(
-                "--cache-mb: the cache holds {} blocks, fewer than the {n} devices' first blocks",
+                "--cache: the cache holds {} blocks, fewer than the {n} devices' first blocks",
                 plan.capacity()
             );
         }
