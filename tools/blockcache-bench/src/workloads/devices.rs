@@ -6,7 +6,7 @@
 use super::{
     base_name, set_references, spec, uring_qd, usable_baselines, CacheMode, Case, Group, Runner, System,
 };
-use crate::cli::{Baseline, Plan};
+use crate::cli::{show_size, Baseline, Plan};
 use crate::drive::{run_threads, Recorder};
 use crate::files::{drop_page_cache, open_buffered, open_direct, AlignedBuf, DeviceFiles};
 use crate::report::{table::us, Sample, WorkloadReport};
@@ -95,12 +95,12 @@ impl Runner for Devices {
     fn header(&self) -> String {
         let p = &self.plan;
         format!(
-            "devices: {} files of {} KiB, block 0 of each per scan, {} B blocks, cache {} MiB; \
+            "devices: {} files of {}, block 0 of each per scan, {} B blocks, cache {}; \
              median of {} rounds, {}",
             p.devices,
-            p.file_bytes >> 10,
+            show_size(p.file_bytes),
             p.block_size,
-            p.cache_bytes >> 20,
+            show_size(p.cache_bytes),
             p.rounds,
             p.limit
         )

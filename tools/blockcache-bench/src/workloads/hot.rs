@@ -12,7 +12,7 @@ use super::{
     set_references, spec, test_file, CacheMode, Case, Group, Runner, System, CACHE_COPY, CACHE_GET,
     CACHE_VIA_OWNER,
 };
-use crate::cli::{Baseline, Plan};
+use crate::cli::{show_size, Baseline, Plan};
 use crate::drive::run_threads;
 use crate::files::{open_buffered, open_direct, AlignedBuf, TestFile};
 use crate::keys::{seed, Uniform};
@@ -252,12 +252,12 @@ impl Runner for Hot {
     fn header(&self) -> String {
         let p = &self.plan;
         format!(
-            "hot: {} blocks of {} B resident ({} MiB working set), cache {} MiB; uniformly random \
+            "hot: {} blocks of {} B resident ({} working set), cache {}; uniformly random \
              reads; median of {} rounds, {}",
             self.ws,
             p.block_size,
-            (self.ws * p.block_size as u64) >> 20,
-            p.cache_bytes >> 20,
+            show_size(self.ws * p.block_size as u64),
+            show_size(p.cache_bytes),
             p.rounds,
             p.limit
         )

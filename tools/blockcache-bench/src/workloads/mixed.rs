@@ -4,7 +4,7 @@
 //! pages dropped from the page cache for the buffered baseline.
 
 use super::{base_name, set_references, spec, test_file, CacheMode, Case, Group, Runner, System, CACHE_COPY};
-use crate::cli::{Baseline, Plan};
+use crate::cli::{show_size, Baseline, Plan};
 use crate::drive::run_threads;
 use crate::files::{drop_page_cache, open_buffered, open_direct, AlignedBuf, TestFile};
 use crate::keys::{is_write, seed, Zipf};
@@ -63,13 +63,13 @@ impl Runner for Mixed {
     fn header(&self) -> String {
         let p = &self.plan;
         format!(
-            "mixed: zipfian θ {THETA} over {} blocks of {} B ({} MiB), {}% writes, cache {} MiB \
+            "mixed: zipfian θ {THETA} over {} blocks of {} B ({}), {}% writes, cache {} \
              ({:.0}% of the file), then flush (fdatasync); runs start cold; median of {} rounds, {}",
             self.file.blocks(p.block_size),
             p.block_size,
-            self.file.bytes >> 20,
+            show_size(self.file.bytes),
             WRITE_PERCENT,
-            p.cache_bytes >> 20,
+            show_size(p.cache_bytes),
             100.0 * p.cache_bytes as f64 / self.file.bytes as f64,
             p.rounds,
             p.limit

@@ -7,7 +7,7 @@ use super::{
     cache_pf, set_references, spec, test_file, uring_qd, usable_baselines, CacheMode, Case, Group, Runner,
     System, CACHE_COPY,
 };
-use crate::cli::{Baseline, Plan};
+use crate::cli::{show_size, Baseline, Plan};
 use crate::drive::run_threads;
 use crate::files::{drop_page_cache, open_buffered, open_direct, TestFile};
 use crate::keys::{seed, Uniform};
@@ -80,7 +80,7 @@ impl Runner for Random {
     fn header(&self) -> String {
         let p = &self.plan;
         format!(
-            "random: uniformly random {} B reads of {} ({} MiB, {:.0}× the {} MiB cache); cache \
+            "random: uniformly random {} B reads of {} ({}, {:.0}× the {} cache); cache \
              started empty each run; pfD = prefetch window of D blocks per thread, quD = raw \
              io_uring D deep per thread; median of {} rounds, {}",
             p.block_size,
@@ -89,9 +89,9 @@ impl Runner for Random {
             } else {
                 self.file.path.display().to_string()
             },
-            self.file.bytes >> 20,
+            show_size(self.file.bytes),
             self.file.bytes as f64 / p.cache_bytes as f64,
-            p.cache_bytes >> 20,
+            show_size(p.cache_bytes),
             p.rounds,
             p.limit
         )

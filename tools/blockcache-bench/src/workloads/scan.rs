@@ -6,7 +6,7 @@ use super::{
     cache_pf, cache_ra, set_references, spec, test_file, uring_qd, usable_baselines, CacheMode, Case, Group,
     Runner, System,
 };
-use crate::cli::{Baseline, Plan};
+use crate::cli::{show_size, Baseline, Plan};
 use crate::drive::run_threads;
 use crate::files::{drop_page_cache, open_buffered, open_direct, AlignedBuf, TestFile};
 use crate::report::{Sample, WorkloadReport};
@@ -79,14 +79,14 @@ impl Runner for Scan {
     fn header(&self) -> String {
         let p = &self.plan;
         format!(
-            "scan: one pass over {} blocks of {} B ({} MiB, {:.0}× the {} MiB cache), stopped early \
+            "scan: one pass over {} blocks of {} B ({}, {:.0}× the {} cache), stopped early \
              at the run limit; cache started empty, page cache dropped before each run; median of {} \
              rounds, {}",
             self.blocks,
             p.block_size,
-            self.file.bytes >> 20,
+            show_size(self.file.bytes),
             self.file.bytes as f64 / p.cache_bytes as f64,
-            p.cache_bytes >> 20,
+            show_size(p.cache_bytes),
             p.rounds,
             p.limit
         )
