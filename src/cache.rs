@@ -10,10 +10,11 @@ use crate::device::{with_path, DeviceFile};
 use crate::engine::{Completer, EngineFactory};
 use crate::error::Error;
 use crate::guard::{ReadGuard, WriteGuard};
-use crate::owner::pool::Pool;
-use crate::owner::readers::{self, Entry};
-use crate::owner::slot_state::{SlotState, Visible};
-use crate::owner::{self, Answer, Mode, Msg, OpKind, Replier, Response, Shared};
+use crate::owner::{self, Answer, Mode, Msg, OpKind, Replier, Response};
+use crate::shared::pool::Pool;
+use crate::shared::readers::{self, Entry};
+use crate::shared::slot_state::{SlotState, Visible};
+use crate::shared::Shared;
 use crate::stats::{Counters, Stats};
 use crate::DeviceId;
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -540,10 +541,10 @@ impl Core {
     }
 
     /// The fast path: take a resident block without asking the owner. A
-    /// lookup that only loads (see `owner/index.rs`), then for a reader an
-    /// entry in this thread's record (`owner/readers.rs`), else one CAS on
+    /// lookup that only loads (see `shared/index.rs`), then for a reader an
+    /// entry in this thread's record (`shared/readers.rs`), else one CAS on
     /// the slot's word; and a check that the slot still holds our block
-    /// (see `slot_state` for why that makes the race with eviction
+    /// (see `shared::slot_state` for why that makes the race with eviction
     /// harmless). `None` sends the get to the owner: not resident, in I/O,
     /// contended, or gets queued on it.
     ///
@@ -552,7 +553,7 @@ impl Core {
     /// A hit on a big cache costs what it loads from lines no other hit of
     /// this thread brought in. Those are two, whatever the capacity:
     ///
-    /// 1. the index place the key hashes to (`owner/index.rs`; a second,
+    /// 1. the index place the key hashes to (`shared/index.rs`; a second,
     ///    rarely, when the probe runs past the line's eight places — the
     ///    table is at most half full, so a probe is ~1.5 places). Needed:
     ///    it is how a client finds the slot without asking the owner.

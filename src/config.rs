@@ -14,7 +14,7 @@ pub const DEFAULT_QUEUE_DEPTH: u32 = 64;
 /// Largest per-device I/O depth accepted (io_uring's own limit is 32768).
 pub const MAX_QUEUE_DEPTH: u32 = 4096;
 /// Most blocks a cache can hold: slot numbers (plus one) must fit in 31
-/// bits, the width of a visible reader's entry (`owner::readers`).
+/// bits, the width of a visible reader's entry (`shared::readers`).
 pub const MAX_CAPACITY: usize = (1 << 31) - 1;
 
 /// Which I/O engine the cache uses for its devices.

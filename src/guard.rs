@@ -3,11 +3,11 @@
 //! # Why the byte access is sound
 //!
 //! A guard dereferences to its block's bytes through a raw pointer into
-//! the pool. Each slot has one atomic word (`owner::slot_state`) that
+//! the pool. Each slot has one atomic word (`shared::slot_state`) that
 //! counts its readers and marks its writer; a guard exists exactly while
 //! its share is counted there, or, for a read guard, announced in an entry
 //! of a reader record that everyone who would exclude readers scans first
-//! (`owner::readers`; the argument is in `slot_state`). Clients take that share with a
+//! (`shared::readers`; the argument is in `slot_state`). Clients take that share with a
 //! compare-and-swap that fails on a writer (or, for a writer, on any
 //! holder), and the owner thread, which grants shares to waiting clients
 //! too, does the same checks on the same word. The owner does I/O on a
@@ -42,7 +42,7 @@
 //! new contents elsewhere and copy them in with one `copy_from_slice`.
 
 use crate::cache::{Core, Taken};
-use crate::owner::readers::Entry;
+use crate::shared::readers::Entry;
 use crate::DeviceId;
 use std::fmt;
 use std::ops::{Deref, DerefMut};

@@ -73,6 +73,7 @@ pub mod error;
 mod guard;
 mod idle;
 pub(crate) mod owner;
+pub(crate) mod shared;
 pub mod stats;
 
 pub use cache::Cache;

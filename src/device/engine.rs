@@ -83,8 +83,9 @@
 //! ```
 
 use crate::device::DeviceFile;
-use crate::owner::quiet::Posted;
-use crate::owner::{Answer, Msg, Replier, Shared};
+use crate::owner::{Answer, Msg, Replier};
+use crate::shared::quiet::Posted;
+use crate::shared::Shared;
 use crate::DeviceId;
 use crossbeam_channel::Sender;
 use std::fmt;
@@ -92,7 +93,7 @@ use std::io;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-pub(crate) use crate::owner::pool::BlockBuf;
+pub(crate) use crate::shared::pool::BlockBuf;
 
 /// What an I/O does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -124,7 +125,7 @@ pub struct IoRequest {
 /// completing thread grants it the slot and answers it itself, right after
 /// queueing the completion for the owner: the block reaches its reader in
 /// one hand-off, not two, and the owner handles the completion off the
-/// reader's path (without being woken for it, see `owner::quiet`). On failure it goes back to the owner with the request,
+/// reader's path (without being woken for it, see `shared::quiet`). On failure it goes back to the owner with the request,
 /// which answers it with the error.
 ///
 /// Granting here is sound because the owner keeps a slot closed while its
@@ -221,7 +222,7 @@ impl Completer {
         grant.shared.slots[grant.slot as usize].state.grant(grant.write);
         // The owner has only bookkeeping left: it takes the completion from
         // the quiet queue when next awake, and is woken only if it waits
-        // for it (`owner::quiet`).
+        // for it (`shared::quiet`).
         match grant.shared.quiet.post(Msg::Completed(req, Ok(()))) {
             Posted::Quietly => {}
             Posted::WakeOwner => crate::owner::deliver(&self.tx, Msg::Wake),

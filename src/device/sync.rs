@@ -208,8 +208,8 @@ pub(super) mod conformance {
     use crate::device::engine::{Completer, Engine, EngineFactory, IoKind, IoRequest};
     use crate::device::DeviceFile;
     use crate::error::IoFailure;
-    use crate::owner::pool::{BlockBuf, Pool};
     use crate::owner::Msg;
+    use crate::shared::pool::{BlockBuf, Pool};
     use crate::DeviceId;
     use crossbeam_channel::Receiver;
     use std::io::{self, Write};
@@ -524,7 +524,7 @@ pub(super) mod conformance {
 mod tests {
     use super::conformance::{self, completer, request};
     use super::*;
-    use crate::owner::pool::Pool;
+    use crate::shared::pool::Pool;
 
     #[test]
     fn sync_engine_conformance() {

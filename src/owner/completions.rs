@@ -1,11 +1,11 @@
 //! Completions: what the owner does when an engine hands back a read, a
 //! write or a sync, and how the ops waiting for it hear of it.
 
+use super::lists::List;
 use super::{Mode, Owner, QueueId, State};
 use crate::engine::{IoKind, IoRequest};
 use crate::error::IoFailure;
-use crate::owner::lists::List;
-use crate::owner::slot_state::DIRTY;
+use crate::shared::slot_state::DIRTY;
 use crate::stats::bump;
 use crate::DeviceId;
 

@@ -10,8 +10,8 @@
 //! link is `slot + 1`, 0 for none, so that a new cache's links are all
 //! zero bytes (`table::Zeroed`).
 
-use super::table::{TooLarge, ZeroedTable};
 use super::Owner;
+use crate::shared::table::{TooLarge, ZeroedTable};
 use crate::DeviceId;
 
 /// No slot: links hold `slot + 1`.

@@ -1,15 +1,15 @@
 //! Gets, releases and prefetches: handing out slots, waiting, evicting,
 //! and the writeback that makes room.
 //!
-//! Clients take hits themselves (see `slot_state`); what reaches the owner
+//! Clients take hits themselves (see `shared::slot_state`); what reaches the owner
 //! is misses, gets on closed or contended slots, and releases it asked to
 //! hear about. Every decision here reads the slot's atomic word, because a
 //! client may take or release an open slot at any moment.
 
-use super::slot_state::{free_for, holders, DIRTY, READ_ONLY, REFERENCED};
+use super::lists::List;
 use super::{Answer, Mode, Owner, QueueId, Replier, State, Waiter};
 use crate::error::{Error, IoFailure};
-use crate::owner::lists::List;
+use crate::shared::slot_state::{free_for, holders, DIRTY, READ_ONLY, REFERENCED};
 use crate::stats::bump;
 use crate::DeviceId;
 

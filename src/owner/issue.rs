@@ -2,11 +2,12 @@
 //! fdatasync. Every submission goes through the device's engine and is
 //! started at the next unplug, once per batch.
 
-use super::{BlockBuf, Mode, Owner, State, Waiter};
+use super::lists::List;
+use super::{Mode, Owner, State, Waiter};
 use crate::device::engine::Grant;
 use crate::engine::{IoKind, IoRequest};
-use crate::owner::lists::List;
-use crate::owner::slot_state::{holders, CLOSED, DIRTY};
+use crate::shared::pool::BlockBuf;
+use crate::shared::slot_state::{holders, CLOSED, DIRTY};
 use crate::stats::bump;
 use crate::DeviceId;
 use std::sync::Arc;

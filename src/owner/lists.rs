@@ -11,7 +11,7 @@
 //! - `IoPending`: a block being read or written back — never held.
 //!
 //! Whether a resident block is held is not a list: clients take and
-//! release blocks themselves (see `slot_state`), so the owner learns it
+//! release blocks themselves (see `shared::slot_state`), so the owner learns it
 //! from the slot's atomic word when it wants to evict or write back.
 //!
 //! The lists are intrusive (links live in two arrays indexed by slot), so
@@ -24,7 +24,7 @@
 //! order. Slots freed later are linked ahead of them, so a freed slot,
 //! whose memory is already resident, is reused before a never-used one.
 
-use super::table::{self, TooLarge, ZeroedTable};
+use crate::shared::table::{self, TooLarge, ZeroedTable};
 
 /// Which list a slot is on. `Free` is 0: see the module docs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -11,7 +11,7 @@
 //! slab key plus one, so that a new cache's ends are all zero bytes
 //! (`table::Zeroed`).
 
-use super::table::{TooLarge, ZeroedTable};
+use crate::shared::table::{TooLarge, ZeroedTable};
 use slab::Slab;
 
 /// No link: the ends and a link's `next` hold the slab key plus one.

@@ -37,10 +37,10 @@
 //! steps the owner answers whatever is queued (`Owner::continuing`, read
 //! by the run loop only when its channel is empty).
 
+use super::lists::List;
 use super::{Answer, OpKind, Owner, Replier, State};
 use crate::error::{Error, IoFailure};
-use crate::owner::lists::List;
-use crate::owner::slot_state::DIRTY;
+use crate::shared::slot_state::DIRTY;
 use crate::DeviceId;
 use rustc_hash::FxHashMap;
 

@@ -1,5 +1,5 @@
 //! The owner's event loop: requests and completions from its channel,
-//! completions queued quietly (`quiet`) or inline (`deliver`), bounded
+//! completions queued quietly (`shared::quiet`) or inline (`deliver`), bounded
 //! steps of long ops, and what happens when the owner itself panics
 //! (`dead`).
 
@@ -71,7 +71,7 @@ impl Owner {
     /// Say whether a quiet completion must wake us: when a get or an op
     /// waits (for anything: a read's end among it). Then take those that
     /// came meanwhile; `true` if there were any (look again before
-    /// sleeping). See `quiet` for why none is left unseen.
+    /// sleeping). See `shared::quiet` for why none is left unseen.
     fn before_sleep(&mut self) -> bool {
         let wanted = !self.waiters.is_empty() || !self.ops.is_empty();
         self.shared.quiet.want(wanted);

@@ -16,7 +16,7 @@ pub(crate) struct WaitQueue {
 
 // SAFETY: `Option<NonZeroUsize>` is guaranteed to be `None` as zero bytes,
 // and neither field needs a drop: zero is the empty queue.
-unsafe impl super::table::Zeroed for WaitQueue {}
+unsafe impl crate::shared::table::Zeroed for WaitQueue {}
 
 /// A waiter id as a queue end.
 fn end(id: usize) -> Option<NonZeroUsize> {

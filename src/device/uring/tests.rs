@@ -1,7 +1,7 @@
 //! The io_uring engine against real files, and its exits.
 use super::*;
 use crate::device::sync::conformance::{self, completer, request};
-use crate::owner::pool::Pool;
+use crate::shared::pool::Pool;
 use std::sync::RwLockReadGuard;
 
 /// A request with this tag makes the reaper panic when it reaps the

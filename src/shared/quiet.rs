@@ -23,7 +23,7 @@
 //!
 //! [`want`]: Quiet::want
 
-use super::Msg;
+use crate::owner::Msg;
 use crossbeam_channel::{bounded, Receiver, Sender};
 #[cfg(loom)]
 use loom::sync::atomic::{fence, AtomicBool, Ordering};

@@ -146,7 +146,7 @@ impl Readers {
 
 /// Which record of which cache this thread has claimed.
 mod mine {
-    use crate::owner::Shared;
+    use crate::shared::Shared;
     use std::cell::RefCell;
     use std::sync::{Arc, Weak};
 
@@ -207,7 +207,7 @@ pub(crate) use mine::record as my_record;
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::owner::Shared;
+    use crate::shared::Shared;
     use std::sync::Arc;
 
     #[test]
