@@ -1,8 +1,11 @@
 //! Devices: opening a file or block device for direct I/O, its size, and
 //! the engines that do its I/O.
 
+#[cfg(test)]
+mod conformance;
 pub mod engine;
 pub(crate) mod sync;
+mod transfer;
 pub(crate) mod uring;
 
 use crate::error::Error;

@@ -30,7 +30,7 @@
 mod reaper;
 
 use super::engine::{Completer, Engine, EngineFactory, IoKind, IoRequest};
-use super::sync::no_buffer;
+use super::transfer::no_buffer;
 use super::DeviceFile;
 use io_uring::{opcode, squeue, types, IoUring, Probe};
 use slab::Slab;

@@ -15,7 +15,7 @@
 
 use super::{block_len, settle, Refused, RingShared, Submit, MAX_RETRIES, STOP};
 use crate::device::engine::{IoKind, IoRequest};
-use crate::device::sync::{ends_at_eof, short_transfer};
+use crate::device::transfer::{ends_at_eof, short_transfer};
 use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,6 +1,6 @@
 //! The io_uring engine against real files, and its exits.
 use super::*;
-use crate::device::sync::conformance::{self, completer, request};
+use crate::device::conformance::{self, completer, request};
 use crate::shared::pool::Pool;
 use std::sync::RwLockReadGuard;
 
