@@ -83,8 +83,9 @@
 //! ```
 
 use crate::device::DeviceFile;
-use crate::owner::{Answer, Msg, Replier};
+use crate::owner::Msg;
 use crate::shared::quiet::Posted;
+use crate::shared::reply::{Answer, Replier};
 use crate::shared::Shared;
 use crate::DeviceId;
 use crossbeam_channel::Sender;

@@ -21,7 +21,8 @@
 //!
 //! Dirty blocks are lost: nothing writes them back.
 
-use super::{Answer, Msg, Owner, WaitQueue, INLINE};
+use super::{Msg, Owner, WaitQueue, INLINE};
+use crate::shared::reply::Answer;
 use std::any::Any;
 
 impl Owner {

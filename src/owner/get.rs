@@ -7,8 +7,9 @@
 //! client may take or release an open slot at any moment.
 
 use super::lists::List;
-use super::{Answer, Mode, Owner, QueueId, Replier, State, Waiter};
+use super::{Mode, Owner, QueueId, State, Waiter};
 use crate::error::{Error, IoFailure};
+use crate::shared::reply::{Answer, Replier};
 use crate::shared::slot_state::{free_for, holders, DIRTY, READ_ONLY, REFERENCED};
 use crate::stats::bump;
 use crate::DeviceId;

@@ -72,6 +72,7 @@ use crate::device::DeviceFile;
 use crate::engine::{Engine, IoRequest};
 use crate::error::{Error, IoFailure};
 use crate::shared::pool::Pool;
+use crate::shared::reply::Replier;
 use crate::shared::slot_state::{holders, CLOSED};
 use crate::shared::{table, Shared};
 use crate::stats::Counters;
@@ -93,45 +94,6 @@ pub(crate) enum Mode {
     Write,
     /// Write access to a zero-filled block; the disk is never read.
     Zeroed,
-}
-
-/// A successful answer from the owner.
-#[derive(Debug)]
-pub(crate) enum Answer {
-    Slot(u32),
-    Unit,
-    Blocks(u64),
-    /// Answer to `Stop` and `Release`: the owner thread is exiting now.
-    Stopping(bool),
-}
-
-pub(crate) type Response = Result<Answer, Error>;
-
-/// The sending half of one request's reply. Dropping it unanswered (the
-/// owner unwinding, or a request still queued when the owner exits) answers
-/// `Err(Closed)`, so no client waits for a reply that will never come.
-pub(crate) struct Replier(Option<Sender<Response>>);
-
-impl Replier {
-    pub(crate) fn new(tx: Sender<Response>) -> Replier {
-        Replier(Some(tx))
-    }
-
-    pub(crate) fn send(mut self, r: Response) {
-        if let Some(tx) = self.0.take() {
-            // The client waits for exactly this one reply in a channel with
-            // room for one: try_send cannot find it full (rule 1).
-            let _ = tx.try_send(r);
-        }
-    }
-}
-
-impl Drop for Replier {
-    fn drop(&mut self) {
-        if let Some(tx) = self.0.take() {
-            let _ = tx.try_send(Err(Error::Closed));
-        }
-    }
 }
 
 /// Operations that act on many blocks and may wait for I/O.

@@ -38,8 +38,9 @@
 //! by the run loop only when its channel is empty).
 
 use super::lists::List;
-use super::{Answer, OpKind, Owner, Replier, State};
+use super::{OpKind, Owner, State};
 use crate::error::{Error, IoFailure};
+use crate::shared::reply::{Answer, Replier};
 use crate::shared::slot_state::DIRTY;
 use crate::DeviceId;
 use rustc_hash::FxHashMap;

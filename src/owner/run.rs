@@ -4,8 +4,9 @@
 //! (`dead`).
 
 use super::device_slots::Chain;
-use super::{dead, Answer, Device, Msg, OpKind, Owner, INLINE};
+use super::{dead, Device, Msg, OpKind, Owner, INLINE};
 use crate::error::Error;
+use crate::shared::reply::Answer;
 use crossbeam_channel::Sender;
 use std::collections::VecDeque;
 

@@ -1,7 +1,8 @@
 //! The waiter queues: gets waiting for a block (one FIFO per slot) or for
 //! any slot, linked through one slab.
 
-use super::{Mode, Owner, Replier};
+use super::{Mode, Owner};
+use crate::shared::reply::Replier;
 use crate::DeviceId;
 use std::num::NonZeroUsize;
 

@@ -10,12 +10,15 @@
 //!   index, the slot words and the owner's own records are made of
 //!   ([`table`]);
 //! - the queue of completed reads the owner handles without being woken
-//!   ([`quiet`]).
+//!   ([`quiet`]);
+//! - the one-answer reply channel each request carries, answered by the
+//!   owner or by the thread that completes the request's read ([`reply`]).
 
 pub(crate) mod index;
 pub(crate) mod pool;
 pub(crate) mod quiet;
 pub(crate) mod readers;
+pub(crate) mod reply;
 pub(crate) mod slot_state;
 pub(crate) mod table;
 
