@@ -218,7 +218,7 @@ impl Cache {
             .start(
                 Arc::clone(&file),
                 Completer {
-                    tx: core.tx.clone(),
+                    owner: Arc::new(core.tx.clone()),
                     dev,
                 },
             )

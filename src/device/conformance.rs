@@ -1,12 +1,11 @@
 //! A conformance suite both built-in engines run, and the scaffolding for it.
 
-use crate::device::engine::{Completer, Engine, EngineFactory, IoKind, IoRequest};
+use crate::device::engine::{Completer, Engine, EngineFactory, IoKind, IoRequest, ToOwner};
 use crate::device::DeviceFile;
 use crate::error::IoFailure;
-use crate::owner::Msg;
 use crate::shared::pool::{BlockBuf, Pool};
 use crate::DeviceId;
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, Sender};
 use std::io::{self, Write};
 use std::path::Path;
 use std::sync::Arc;
@@ -90,26 +89,39 @@ pub(crate) fn request(pool: &Arc<Pool>, tag: u64, kind: IoKind, block: u64) -> I
     }
 }
 
-pub(crate) fn completer() -> (Completer, Receiver<Msg>) {
-    let (tx, rx) = crossbeam_channel::unbounded();
-    (Completer { tx, dev: DeviceId(1) }, rx)
+/// A request handed back, with its outcome.
+pub(crate) type Completion = (IoRequest, Result<(), IoFailure>);
+
+/// The owner's side of a completer, for engines tested alone: each
+/// completion goes to a channel.
+struct ToTest(Sender<Completion>);
+
+impl ToOwner for ToTest {
+    fn completed(&self, req: IoRequest, result: Result<(), IoFailure>) {
+        let _ = self.0.send((req, result));
+    }
+
+    fn wake(&self) {
+        unreachable!("no test request carries a grant, so none is queued quietly");
+    }
 }
 
-#[allow(unreachable_patterns)] // the owner will add more messages
-pub(crate) fn completion(msg: Msg) -> (IoRequest, Result<(), IoFailure>) {
-    match msg {
-        Msg::Completed(req, result) => (req, result),
-        _ => panic!("expected a completion"),
-    }
+pub(crate) fn completer() -> (Completer, Receiver<Completion>) {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let done = Completer {
+        owner: Arc::new(ToTest(tx)),
+        dev: DeviceId(1),
+    };
+    (done, rx)
 }
 
 /// Wait for `n` completions, returned by tag. The timeout only turns
 /// a lost completion into a failure instead of a hung test.
-pub(crate) fn collect(rx: &Receiver<Msg>, n: usize) -> Vec<(IoRequest, Result<(), io::Error>)> {
+pub(crate) fn collect(rx: &Receiver<Completion>, n: usize) -> Vec<(IoRequest, Result<(), io::Error>)> {
     let mut out: Vec<_> = (0..n)
         .map(|_| {
-            let msg = rx.recv_timeout(std::time::Duration::from_secs(60));
-            let (req, result) = completion(msg.expect("a completion never came"));
+            let completion = rx.recv_timeout(std::time::Duration::from_secs(60));
+            let (req, result) = completion.expect("a completion never came");
             (req, result.map_err(|f| f.to_io()))
         })
         .collect();
@@ -145,8 +157,7 @@ pub(crate) fn run_all(factory: &dyn EngineFactory, tmp: &tempfile::NamedTempFile
     engine.stop();
     let drained: Vec<_> = rx.try_iter().collect();
     assert_eq!(drained.len(), 64, "stop returned before draining");
-    for msg in drained {
-        let (req, result) = completion(msg);
+    for (req, result) in drained {
         assert!(result.is_ok(), "read {} failed: {:?}", req.tag, result);
         assert_block(&req, req.tag);
     }
@@ -162,7 +173,7 @@ pub(crate) fn run_all(factory: &dyn EngineFactory, tmp: &tempfile::NamedTempFile
     assert!(rx.recv().is_err(), "an engine thread still holds a completer");
 }
 
-fn reads_return_file_bytes(engine: &mut dyn Engine, pool: &Arc<Pool>, rx: &Receiver<Msg>) {
+fn reads_return_file_bytes(engine: &mut dyn Engine, pool: &Arc<Pool>, rx: &Receiver<Completion>) {
     for tag in 0..8 {
         engine.submit(request(pool, tag, IoKind::Read, 7 - tag));
     }
@@ -174,7 +185,7 @@ fn reads_return_file_bytes(engine: &mut dyn Engine, pool: &Arc<Pool>, rx: &Recei
     }
 }
 
-fn writes_reach_the_file(engine: &mut dyn Engine, pool: &Arc<Pool>, rx: &Receiver<Msg>, path: &Path) {
+fn writes_reach_the_file(engine: &mut dyn Engine, pool: &Arc<Pool>, rx: &Receiver<Completion>, path: &Path) {
     let mut req = request(pool, 3, IoKind::Write, 5);
     req.buffer_mut().unwrap().fill(0xA5);
     engine.submit(req);
@@ -204,7 +215,11 @@ fn writes_reach_the_file(engine: &mut dyn Engine, pool: &Arc<Pool>, rx: &Receive
     assert!(collect(rx, 1)[0].1.is_ok());
 }
 
-fn more_requests_than_depth_all_complete(engine: &mut dyn Engine, pool: &Arc<Pool>, rx: &Receiver<Msg>) {
+fn more_requests_than_depth_all_complete(
+    engine: &mut dyn Engine,
+    pool: &Arc<Pool>,
+    rx: &Receiver<Completion>,
+) {
     // Each slot's buffer cleared first, so stale bytes from the first
     // check cannot pass for a read.
     for tag in 0..64 {
@@ -222,7 +237,12 @@ fn more_requests_than_depth_all_complete(engine: &mut dyn Engine, pool: &Arc<Poo
 
 /// Adjacent blocks in one batch (which an engine may move as one
 /// vectored I/O): every request completes with its own block.
-fn adjacent_blocks_each_complete(engine: &mut dyn Engine, pool: &Arc<Pool>, rx: &Receiver<Msg>, path: &Path) {
+fn adjacent_blocks_each_complete(
+    engine: &mut dyn Engine,
+    pool: &Arc<Pool>,
+    rx: &Receiver<Completion>,
+    path: &Path,
+) {
     for tag in 0..32 {
         let mut req = request(pool, tag, IoKind::Write, 16 + tag);
         req.buffer_mut().unwrap().fill(tag as u8 + 1);
@@ -269,7 +289,7 @@ fn adjacent_blocks_each_complete(engine: &mut dyn Engine, pool: &Arc<Pool>, rx: 
 
 /// A batch of adjacent reads running past the end of the file: the
 /// blocks before it succeed with their bytes, the ones past it fail.
-fn a_run_across_eof_fails_only_past_it(engine: &mut dyn Engine, pool: &Arc<Pool>, rx: &Receiver<Msg>) {
+fn a_run_across_eof_fails_only_past_it(engine: &mut dyn Engine, pool: &Arc<Pool>, rx: &Receiver<Completion>) {
     for tag in 0..8 {
         BlockBuf::new(pool, tag as u32).as_mut_slice().fill(0);
         engine.submit(request(pool, tag, IoKind::Read, 60 + tag));
@@ -291,7 +311,7 @@ fn a_run_across_eof_fails_only_past_it(engine: &mut dyn Engine, pool: &Arc<Pool>
     }
 }
 
-fn reads_past_eof_fail(engine: &mut dyn Engine, pool: &Arc<Pool>, rx: &Receiver<Msg>) {
+fn reads_past_eof_fail(engine: &mut dyn Engine, pool: &Arc<Pool>, rx: &Receiver<Completion>) {
     // Block 64 holds only a 100-byte tail; block 70 is wholly past EOF.
     engine.submit(request(pool, 0, IoKind::Read, 64));
     engine.submit(request(pool, 1, IoKind::Read, 70));

@@ -83,14 +83,14 @@
 //! ```
 
 use crate::device::DeviceFile;
-use crate::owner::Msg;
+use crate::error::IoFailure;
 use crate::shared::quiet::Posted;
 use crate::shared::reply::{Answer, Replier};
 use crate::shared::Shared;
 use crate::DeviceId;
-use crossbeam_channel::Sender;
 use std::fmt;
 use std::io;
+use std::panic::{RefUnwindSafe, UnwindSafe};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
@@ -200,8 +200,20 @@ impl fmt::Debug for IoRequest {
 /// [`Engine::submit`] (such completions are queued in place).
 #[derive(Clone)]
 pub struct Completer {
-    pub(crate) tx: Sender<Msg>,
+    pub(crate) owner: Arc<dyn ToOwner>,
     pub(crate) dev: DeviceId,
+}
+
+/// How a completion reaches the owner thread: on its channel, or queued in
+/// place when the engine completes on the owner's own thread (from inside
+/// `submit`). The owner implements it; an engine needs nothing more of the
+/// owner than this.
+pub(crate) trait ToOwner: Send + Sync + UnwindSafe + RefUnwindSafe {
+    /// Hand the owner `req`, done with `result`.
+    fn completed(&self, req: IoRequest, result: Result<(), IoFailure>);
+
+    /// Wake the owner: a completion it waits for is on the quiet queue.
+    fn wake(&self);
 }
 
 impl Completer {
@@ -218,16 +230,16 @@ impl Completer {
     pub fn complete(&self, mut req: IoRequest, result: io::Result<()>) {
         let Some(grant) = req.grant.take_if(|_| result.is_ok()) else {
             let result = result.map_err(|e| (&e).into());
-            return crate::owner::deliver(&self.tx, Msg::Completed(req, result));
+            return self.owner.completed(req, result);
         };
         grant.shared.slots[grant.slot as usize].state.grant(grant.write);
         // The owner has only bookkeeping left: it takes the completion from
         // the quiet queue when next awake, and is woken only if it waits
         // for it (`shared::quiet`).
-        match grant.shared.quiet.post(Msg::Completed(req, Ok(()))) {
+        match grant.shared.quiet.post(req) {
             Posted::Quietly => {}
-            Posted::WakeOwner => crate::owner::deliver(&self.tx, Msg::Wake),
-            Posted::Full(msg) => crate::owner::deliver(&self.tx, msg),
+            Posted::WakeOwner => self.owner.wake(),
+            Posted::Full(req) => self.owner.completed(req, Ok(())),
         }
         // Answered only after the completion is queued for the owner, who
         // drains that queue before every request it handles: it never sees

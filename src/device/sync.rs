@@ -200,7 +200,7 @@ mod tests {
         let mut engine = SyncFactory { depth: 1 }.start(dev, done).unwrap();
         engine.stop();
         engine.submit(request(&pool, 0, IoKind::Read, 0));
-        let (_, result) = conformance::completion(rx.try_recv().unwrap());
+        let (_, result) = rx.try_recv().unwrap();
         assert!(result.is_err());
     }
 }

@@ -68,6 +68,7 @@ pub(crate) mod op_waits;
 pub(crate) mod ops;
 pub(crate) mod readahead;
 
+use crate::device::engine::ToOwner;
 use crate::device::DeviceFile;
 use crate::engine::{Engine, IoRequest};
 use crate::error::{Error, IoFailure};
@@ -273,6 +274,18 @@ pub(crate) fn deliver(tx: &Sender<Msg>, msg: Msg) {
         // so a send fails only while the owner is unwinding from a panic;
         // the request's buffer is then simply released.
         let _ = tx.send(msg);
+    }
+}
+
+/// The owner's channel, as an engine's [`Completer`](crate::engine::Completer)
+/// sees it.
+impl ToOwner for Sender<Msg> {
+    fn completed(&self, req: IoRequest, result: Result<(), IoFailure>) {
+        deliver(self, Msg::Completed(req, result));
+    }
+
+    fn wake(&self) {
+        deliver(self, Msg::Wake);
     }
 }
 

@@ -82,9 +82,9 @@ impl Owner {
     /// Handle every quiet completion queued; `true` if there was one.
     fn handle_quiet(&mut self) -> bool {
         let mut any = false;
-        while let Some(msg) = self.shared.quiet.take() {
+        while let Some(req) = self.shared.quiet.take() {
             any = true;
-            self.handle(msg);
+            self.handle(Msg::Completed(req, Ok(())));
             self.drain_inline();
         }
         any

@@ -23,7 +23,7 @@
 //!
 //! [`want`]: Quiet::want
 
-use crate::owner::Msg;
+use crate::engine::IoRequest;
 use crossbeam_channel::{bounded, Receiver, Sender};
 #[cfg(loom)]
 use loom::sync::atomic::{fence, AtomicBool, Ordering};
@@ -42,14 +42,14 @@ pub(crate) enum Posted {
     /// Queued, and the owner waits for it: wake it.
     WakeOwner,
     /// No room: send it to the owner's channel.
-    Full(Msg),
+    Full(IoRequest),
 }
 
 /// The queue of quiet completions, and whether the owner wants to be woken
-/// for them.
+/// for them. Each is a read that succeeded: the request alone says it.
 pub(crate) struct Quiet {
-    tx: Sender<Msg>,
-    rx: Receiver<Msg>,
+    tx: Sender<IoRequest>,
+    rx: Receiver<IoRequest>,
     wanted: Wanted,
 }
 
@@ -63,8 +63,9 @@ impl Quiet {
         }
     }
 
-    /// Completing thread: queue `completion` (module docs).
-    pub(crate) fn post(&self, completion: Msg) -> Posted {
+    /// Completing thread: queue `completion`, a read that succeeded
+    /// (module docs).
+    pub(crate) fn post(&self, completion: IoRequest) -> Posted {
         match self.tx.try_send(completion) {
             Ok(()) if self.wanted.after_queueing() => Posted::WakeOwner,
             Ok(()) => Posted::Quietly,
@@ -73,7 +74,7 @@ impl Quiet {
     }
 
     /// Owner: the next queued completion.
-    pub(crate) fn take(&self) -> Option<Msg> {
+    pub(crate) fn take(&self) -> Option<IoRequest> {
         self.rx.try_recv().ok()
     }
 
