@@ -122,7 +122,7 @@ pub struct Cli {
     #[arg(long, value_name = "SIZE", default_value = "4KiB", value_parser = parse_size)]
     pub block_size: u64,
     /// I/Os in flight per thread, a comma list: the prefetch window and
-    /// the raw io_uring depth, in blocks (default: random 1,8,32; scan 32).
+    /// the raw io_uring depth, in blocks; for scan also the readahead maximum (default: random 1,8,32; scan 32,256).
     #[arg(long, value_name = "D[,D..]", value_delimiter = ',')]
     pub depth: Vec<u32>,
     /// The cache's I/O engine.
@@ -366,7 +366,7 @@ impl Cli {
         }
         let depths = match (w, self.depth.is_empty()) {
             (Workload::Random, true) => vec![1, 8, 32],
-            (Workload::Scan, true) => vec![32],
+            (Workload::Scan, true) => vec![32, 256],
             _ => self.depth.clone(),
         };
         if let Some(d) = depths.iter().find(|&&d| !(1..=MAX_QUEUE_DEPTH).contains(&d)) {
