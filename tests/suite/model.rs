@@ -24,7 +24,7 @@
 //! sets runs per engine, `BLOCKCACHE_ENGINE=sync|uring` picks one engine,
 //! and `--ignored` runs the long form (and the variant with `close`).
 
-mod common;
+use crate::common;
 use blockcache::{Cache, Config, DeviceId, EngineKind, Error};
 use common::seeded::{self, Rng};
 use common::watchdog::within_seeds;

@@ -7,7 +7,7 @@
 //! the message being handled: so "in flight" below is what the owner has
 //! started while handling one get.
 
-mod common;
+use crate::common;
 
 use blockcache::{Config, EngineKind};
 use common::fault::assert_block;

@@ -19,7 +19,7 @@
 //! holds a file on a loop filesystem open for writing, which a process
 //! forked meanwhile by another test would inherit until it execs.
 
-mod common;
+use crate::common;
 use blockcache::{Cache, DeviceId, EngineKind, Error};
 use common::loopfs::LoopFs;
 use common::*;
@@ -312,12 +312,12 @@ fn an_open_without_a_descriptor_left_names_the_path() {
     if std::env::var_os(FD_CHILD).is_some() {
         return fd_limit_checks();
     }
+    let name = test_name(
+        module_path!(),
+        "an_open_without_a_descriptor_left_names_the_path",
+    );
     let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "an_open_without_a_descriptor_left_names_the_path",
-            "--test-threads=1",
-        ])
+        .args(["--exact", &name, "--test-threads=1"])
         .env(FD_CHILD, "1")
         .output()
         .expect("run the test binary");

@@ -10,7 +10,7 @@
 //! (`UnknownDevice`); nothing written through a granted guard is lost; the
 //! cache stays usable.
 
-mod common;
+use crate::common;
 use blockcache::engine::IoKind::{Fsync, Write};
 use blockcache::Error;
 use common::fault::*;

@@ -13,7 +13,7 @@
 //! Needs root, a loop device, `mkfs.ext4` and `mount`; prints
 //! `skipping: <reason>` and passes without them.
 
-mod common;
+use crate::common;
 use blockcache::{Cache, EngineKind, Error};
 use common::loopfs::LoopFs;
 use common::*;

@@ -2,14 +2,17 @@
 //! owner's, the engine's): a counting global allocator sees no allocation
 //! across 10 000 read-guard hits and 10 000 write-guard hits.
 //!
-//! One `#[test]` only: the test harness allocates when it starts tests, and
-//! a second test running alongside would be counted too.
+//! The test runs itself again, alone, in a child process of the test
+//! binary (`--exact`): the test harness allocates when it starts tests, and
+//! any other test running alongside would be counted too. The counting
+//! allocator is the whole binary's global allocator, but it counts only in
+//! that child.
 //!
 //! To find an allocation that shows up, run with
-//! `BLOCKCACHE_ALLOC_TRACE=1 cargo test --test alloc_free_hits -- --nocapture`:
+//! `BLOCKCACHE_ALLOC_TRACE=1 cargo test --test suite -- --nocapture alloc_free_hits::`:
 //! every allocation made while measuring prints its backtrace.
 
-mod common;
+use crate::common;
 use common::*;
 
 use blockcache::{Cache, DeviceId, WriteGuard};
@@ -23,6 +26,10 @@ use std::sync::{Arc, Barrier};
 
 struct Counting;
 
+/// Set in the child process the test runs in, before anything it measures:
+/// the other tests of this binary (which share its global allocator) pay
+/// no shared counter.
+static COUNTING: AtomicBool = AtomicBool::new(false);
 static ALLOCS: AtomicUsize = AtomicUsize::new(0);
 /// Print a backtrace for each allocation (set while measuring, when
 /// BLOCKCACHE_ALLOC_TRACE is set).
@@ -36,6 +43,9 @@ thread_local! {
 
 impl Counting {
     fn note(&self) {
+        if !COUNTING.load(Ordering::Relaxed) {
+            return;
+        }
         // Allocations made to print a trace are not the cache's.
         if IN_TRACE.try_with(Cell::get).unwrap_or(false) {
             return;
@@ -216,8 +226,41 @@ fn only_hits(cache: &Cache, what: &str, reads: u64, writes: u64, f: impl FnOnce(
     allocs
 }
 
+/// Set in the environment of the child process the test runs in.
+const CHILD: &str = "BLOCKCACHE_TEST_ALLOC_CHILD";
+
+/// Run this test again, alone, in a child process of this test binary, and
+/// assert that it passed there. The child's output follows this test's
+/// (with `--nocapture`, or when it fails); with BLOCKCACHE_ALLOC_TRACE set
+/// the child runs with `--nocapture` too, so its traces are in it.
+fn passes_alone_in_a_child() {
+    let name = test_name(module_path!(), "hits_do_not_allocate");
+    let mut args = vec!["--exact", &name];
+    if std::env::var_os("BLOCKCACHE_ALLOC_TRACE").is_some() {
+        args.push("--nocapture");
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(&args)
+        .env(CHILD, "1")
+        .output()
+        .expect("run the test binary");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    eprintln!("{stderr}");
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{name} in a child: {:?}:\n{stdout}{stderr}",
+        out.status
+    );
+}
+
 #[test]
 fn hits_do_not_allocate() {
+    if std::env::var_os(CHILD).is_none() {
+        return passes_alone_in_a_child();
+    }
+    COUNTING.store(true, Ordering::SeqCst);
     for kind in engines() {
         let f = patterned_file(16 * BS as u64);
         // Room to spare: write hits never push the dirty share over the

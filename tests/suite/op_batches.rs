@@ -11,7 +11,7 @@
 //! close's final sweep, on real files, while another device's gets evict
 //! its clean blocks and reuse their slots.
 
-mod common;
+use crate::common;
 
 use blockcache::{Cache, Config, DeviceId, Error};
 use common::fault::{assert_block, assert_filled, errno_of};

@@ -7,7 +7,7 @@
 //! timing assertions: a watchdog (`within`) only turns a hang into a
 //! failure instead of a stuck test run.
 
-mod common;
+use crate::common;
 use common::*;
 
 use blockcache::{Cache, DeviceId, Error};

@@ -6,7 +6,7 @@
 //!
 //! Every test runs on every engine from `engines()`.
 
-mod common;
+use crate::common;
 use blockcache::{EngineKind, Error};
 use common::fault::wait_until;
 use common::*;
@@ -163,11 +163,15 @@ impl Loop {
         if unsafe { libc::geteuid() } != 0 || !Path::new("/dev/loop-control").exists() {
             return Err("needs root and /dev/loop-control".into());
         }
-        let out = Command::new("losetup")
-            .args(["--find", "--show"])
-            .arg(file)
-            .output()
-            .map_err(|e| format!("cannot run losetup: {e}"))?;
+        let out = {
+            // One `losetup --find` at a time (see `ATTACH`).
+            let _one = common::loopfs::ATTACH.lock().unwrap_or_else(|e| e.into_inner());
+            Command::new("losetup")
+                .args(["--find", "--show"])
+                .arg(file)
+                .output()
+                .map_err(|e| format!("cannot run losetup: {e}"))?
+        };
         if !out.status.success() {
             return Err(format!(
                 "losetup: {}",

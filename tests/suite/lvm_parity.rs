@@ -17,7 +17,7 @@
 //! written, because `flush` returning `Ok` means durable (LVM's flush does
 //! no fsync).
 
-mod common;
+use crate::common;
 
 use blockcache::{Cache, Config, Error};
 use common::fault::{assert_block, assert_filled};

@@ -1,7 +1,7 @@
 //! Bad input is an `Err` of the right variant, never a panic, and leaves
 //! the cache usable: every test ends with a successful read.
 
-mod common;
+use crate::common;
 use blockcache::{Cache, Config, DeviceId, EngineKind, Error};
 use common::*;
 use std::fmt::Debug;
@@ -448,10 +448,11 @@ fn every_power_of_two_block_size_from_512_to_1mib_works() {
 /// from that reserve, which would blur the address-space limits the tests
 /// set by up to 64 MiB.
 fn passes_in_a_child(name: &str, var: &str, value: &str) {
+    let full = test_name(module_path!(), name);
     let out = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            name,
+            &full,
             "--include-ignored",
             "--test-threads=1",
             "--nocapture",
@@ -857,11 +858,15 @@ struct Loop {
 
 impl Loop {
     fn new(backing: &Path) -> Option<Loop> {
-        let out = Command::new("losetup")
-            .args(["--find", "--show", "--read-only", "--sector-size", "4096"])
-            .arg(backing)
-            .output()
-            .ok()?;
+        let out = {
+            // One `losetup --find` at a time (see `ATTACH`).
+            let _one = common::loopfs::ATTACH.lock().unwrap_or_else(|e| e.into_inner());
+            Command::new("losetup")
+                .args(["--find", "--show", "--read-only", "--sector-size", "4096"])
+                .arg(backing)
+                .output()
+                .ok()?
+        };
         if !out.status.success() {
             eprintln!("losetup failed: {}", String::from_utf8_lossy(&out.stderr));
             return None;

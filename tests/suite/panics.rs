@@ -7,7 +7,7 @@
 //!
 //! Every test runs on every engine from `engines()`.
 
-mod common;
+use crate::common;
 use blockcache::engine::IoKind;
 use blockcache::{Cache, DeviceId, Error};
 use common::fault::{fault_cache, wait_until, FaultPlan};

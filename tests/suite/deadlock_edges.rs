@@ -8,7 +8,7 @@
 //!
 //! Every test runs on every engine from `engines()`, under a watchdog.
 
-mod common;
+use crate::common;
 use blockcache::{Cache, Error};
 use common::fault::wait_until;
 use common::watchdog::within;

@@ -18,7 +18,7 @@
 //! `BLOCKCACHE_SOAK_OPS` sets operations per thread, `BLOCKCACHE_ENGINE`
 //! picks one engine, `BLOCKCACHE_SEED` fixes the seed (printed).
 
-mod common;
+use crate::common;
 use blockcache::{Cache, Config, DeviceId, EngineKind, Error};
 use common::seeded::{self, Rng};
 use common::watchdog::within;

@@ -3,7 +3,7 @@
 //! Each test checks data against the file read around the cache
 //! (`file_bytes`) and counters against exact values from `stats()`.
 
-mod common;
+use crate::common;
 use blockcache::{Cache, Config, DeviceId, EngineKind, Error};
 use common::*;
 use std::path::Path;

@@ -9,7 +9,7 @@
 //! (`errors.rs` already covers `Unwritten` for writes that shutdown itself
 //! issues, and a failed sync after them.)
 
-mod common;
+use crate::common;
 use blockcache::engine::IoKind::{Fsync, Read, Write};
 use blockcache::Error;
 use common::fault::*;

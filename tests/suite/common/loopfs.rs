@@ -12,7 +12,8 @@ use std::process::Command;
 use std::sync::Mutex;
 
 /// `losetup --find` picks a free device, then configures it: one at a time.
-static ATTACH: Mutex<()> = Mutex::new(());
+/// Every test of this binary that runs `losetup --find` holds it meanwhile.
+pub static ATTACH: Mutex<()> = Mutex::new(());
 
 pub struct LoopFs {
     dev: String,

@@ -4,7 +4,7 @@
 //! checked against the exact I/O the cache issues (the fault engine
 //! records every operation).
 
-mod common;
+use crate::common;
 
 use blockcache::engine::IoKind::{Fsync, Read, Write};
 use blockcache::{Cache, DeviceId, Error};

@@ -4,7 +4,7 @@
 //! dirty and unwritable, failed syncs, and shutdown that cannot write
 //! everything.
 
-mod common;
+use crate::common;
 
 use blockcache::engine::IoKind::{Fsync, Read, Write};
 use blockcache::Error;

@@ -4,14 +4,13 @@
 //! prints `skipping: <reason>` and passes. Every loop device attached here
 //! is detached again by a Drop guard, also when an assertion fails.
 
-mod common;
+use crate::common;
 use common::*;
 
 use blockcache::Error;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
 
 const SIZE: u64 = 16 << 20;
 
@@ -19,10 +18,6 @@ const SIZE: u64 = 16 << 20;
 struct LoopDev {
     path: PathBuf,
 }
-
-/// `losetup --find` picks a free device and then configures it: keep two
-/// tests from picking the same one.
-static ATTACH: Mutex<()> = Mutex::new(());
 
 impl LoopDev {
     /// Attach `file`, with `sector_size` as the logical block size if given.
@@ -38,7 +33,9 @@ impl LoopDev {
         }
         cmd.arg(file);
         let out = {
-            let _one_at_a_time = ATTACH.lock().unwrap_or_else(|e| e.into_inner());
+            // `losetup --find` picks a free device and then configures it:
+            // keep two tests from picking the same one.
+            let _one_at_a_time = common::loopfs::ATTACH.lock().unwrap_or_else(|e| e.into_inner());
             cmd.output().map_err(|e| format!("cannot run losetup: {e}"))?
         };
         if !out.status.success() {

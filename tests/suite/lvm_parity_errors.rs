@@ -9,7 +9,7 @@
 //! thread (LVM: `wait` reports -EIO). The cache sees both as a failed
 //! completion.
 
-mod common;
+use crate::common;
 
 use blockcache::Error;
 use common::fault::{assert_block, assert_filled, errno_of, wait_until};

@@ -47,6 +47,17 @@ pub fn cache(kind: EngineKind, block_size: usize, capacity: usize) -> Cache {
     Cache::new(Config::new(block_size, capacity).engine(kind)).expect("cache")
 }
 
+/// The name the test harness gives test `name` of the module whose
+/// `module_path!()` is `module`: the module's path without the crate's
+/// name, then `name` (`bad_input::a_test`), as `--exact` wants it when a
+/// test runs itself again in a child process of this binary.
+pub fn test_name(module: &str, name: &str) -> String {
+    match module.split_once("::") {
+        Some((_krate, path)) => format!("{path}::{name}"),
+        None => name.to_string(),
+    }
+}
+
 /// Run `f` on a clone of the cache in another thread (for a call that
 /// waits on an I/O the test holds).
 pub fn spawn<T: Send + 'static>(
