@@ -1,7 +1,8 @@
-//! LVM parity, continued (see `lvm_parity.rs`): the read-error,
+//! LVM parity when things fail or are thrown away: the read-error,
 //! write-error, invalidate and abort scenarios of lvm2's bcache unit tests
-//! on the scripted engine, 64 KiB blocks, 16 of them. Then a few checks
-//! that the script itself fails a test the way it should.
+//! (`test/unit/bcache_t.c`) on the scripted engine, 64 KiB blocks, 16 of
+//! them. Then a few checks that the script itself fails a test the way it
+//! should.
 //!
 //! "Fails at submission" is an I/O the engine completes with an error
 //! inside `submit` (LVM: `issue` returns false); "completes with EIO" is

@@ -2,15 +2,15 @@
 //! (`test/unit/bcache_t.c`) on the scripted engine, which states exactly
 //! which reads, writes and fsyncs the cache issues, in order. Block size
 //! 64 KiB, 16 blocks unless said. The error, invalidate and abort scenarios
-//! are in `lvm_parity_errors.rs`; LVM's latent bugs A–E in
-//! `lvm_regressions.rs` (`lvm_a_…` to `lvm_e_…`).
+//! are in `lvm::parity_errors`; LVM's latent bugs A–E in `lvm::regressions`
+//! (`lvm_a_…` to `lvm_e_…`).
 //!
 //! The byte-helper scenario of `bcache_utils_t.c` (64 blocks of 4 KiB, a
 //! real file, both real engines: write/zero/set over the first block, the
 //! last block, blocks 5–10, inside block 7, across one boundary, across
 //! many; the range has the new bytes, the 128 bytes on each side are
 //! untouched, whole blocks are never read) is covered in full by
-//! `operations.rs`, `byte_helpers_write_exactly_their_range`.
+//! `operations::byte_helpers_write_exactly_their_range`.
 //!
 //! Where we deliberately differ from LVM, the test says so. Throughout:
 //! a flush (and the teardown's shutdown) ends with an fsync of every device
