@@ -11,7 +11,6 @@ mod concurrency;
 mod deadlock_edges;
 mod enospc;
 mod errors;
-mod input_security;
 mod lvm;
 mod model;
 mod op_batches;

@@ -1,5 +1,17 @@
-//! Bad input is an `Err` of the right variant, never a panic, and leaves
-//! the cache usable: every test ends with a successful read.
+//! Bad input is an `Err` of the right variant, never a panic or an abort,
+//! and leaves the cache usable: every test ends with a successful read.
+//! Here: blocks and byte ranges past a device's end or whose offsets
+//! overflow u64, files that are empty or end inside a block, unknown and
+//! closed devices, writes to read-only devices, bad configs, pools and
+//! per-block tables that cannot be allocated, byte ranges larger than
+//! memory, an owner pinned to a CPU, a block size below a device's logical
+//! block, and a file on a filesystem without O_DIRECT. Paths the cache
+//! cannot or may not open are in `paths`.
+//!
+//! The tests that limit this process's address space or could abort it
+//! run themselves again in a child process of the test binary and set the
+//! limit there: a limit is per process, and no other test may allocate
+//! under it.
 
 use crate::common;
 use blockcache::{Cache, Config, DeviceId, EngineKind, Error};
@@ -7,6 +19,8 @@ use common::*;
 use std::fmt::Debug;
 use std::path::Path;
 use std::process::Command;
+
+mod paths;
 
 const B: usize = 4096;
 const BU: u64 = B as u64;
@@ -27,11 +41,13 @@ fn assert_same(got: &[u8], want: &[u8], what: &str) {
     }
 }
 
-/// `r` is `Err(OutOfRange { dev, block })`.
+/// `r` is `Err(OutOfRange { dev, block })`, whose message names the block.
 #[track_caller]
 fn assert_out_of_range<T: Debug>(r: Result<T, Error>, dev: DeviceId, block: u64, what: &str) {
     match r {
-        Err(Error::OutOfRange { dev: d, block: b }) if d == dev && b == block => {}
+        Err(e @ Error::OutOfRange { dev: d, block: b }) if d == dev && b == block => {
+            assert!(e.to_string().contains(&block.to_string()), "{what}: {e}")
+        }
         other => panic!("{what}: want OutOfRange {{ {dev:?}, {block} }}, got {other:?}"),
     }
 }
@@ -62,7 +78,7 @@ fn assert_read_only<T: Debug>(r: Result<T, Error>, what: &str) {
 }
 
 #[track_caller]
-fn assert_io<T: Debug>(r: Result<T, Error>, what: &str) -> std::io::Error {
+pub(super) fn assert_io<T: Debug>(r: Result<T, Error>, what: &str) -> std::io::Error {
     match r {
         Err(Error::Io(e)) => e,
         other => panic!("{what}: want Io, got {other:?}"),
@@ -81,7 +97,7 @@ fn assert_invalid_config(r: Result<Cache, Error>, what: &str) {
 
 /// The cache still works: a read of `block` returns the file's bytes.
 #[track_caller]
-fn still_works(cache: &Cache, dev: DeviceId, path: &Path, block: u64, what: &str) {
+pub(super) fn still_works(cache: &Cache, dev: DeviceId, path: &Path, block: u64, what: &str) {
     let g = cache
         .read(dev, block)
         .unwrap_or_else(|e| panic!("{what}: read after bad input: {e:?}"));
@@ -89,6 +105,20 @@ fn still_works(cache: &Cache, dev: DeviceId, path: &Path, block: u64, what: &str
         &g,
         &file_bytes(path, block * BU, B),
         &format!("{what}: read after bad input"),
+    );
+}
+
+/// The cache still reads a fresh file correctly.
+#[track_caller]
+pub(super) fn still_reads_a_fresh_file(cache: &Cache, what: &str) {
+    let f = patterned_file(4 * BU);
+    let dev = cache
+        .open(f.path())
+        .unwrap_or_else(|e| panic!("{what}: open after bad input: {e}"));
+    let g = cache.read(dev, 2).unwrap();
+    assert!(
+        g[..] == file_bytes(f.path(), 2 * BU, B)[..],
+        "{what}: read after bad input"
     );
 }
 
@@ -199,6 +229,189 @@ fn byte_ranges_past_the_end_or_overflowing_are_out_of_range_and_change_nothing()
         cache.read_bytes(dev, size - 10, &mut tail).unwrap();
         assert_same(&tail, &original(size - 10, 10), &format!("{kind:?}: tail"));
         still_works(&cache, dev, f.path(), 3, &format!("{kind:?}"));
+    }
+}
+
+// ---- numbers that overflow ---------------------------------------------------
+
+#[test]
+fn block_numbers_whose_byte_offset_overflows_are_out_of_range() {
+    for kind in engines() {
+        for bs in [512usize, 4096, 1 << 20] {
+            let f = patterned_file(4 * bs as u64);
+            let cache = Cache::new(blockcache::Config::new(bs, 4).engine(kind)).unwrap();
+            let dev = cache.open(f.path()).unwrap();
+            let last_whole = u64::MAX / bs as u64; // offset fits, barely
+            for b in [u64::MAX / 2, last_whole, last_whole + 1, u64::MAX - 1] {
+                let what = format!("{kind:?} bs {bs} block {b}");
+                assert_out_of_range(cache.read(dev, b), dev, b, &format!("{what} read"));
+                assert_out_of_range(cache.write(dev, b), dev, b, &format!("{what} write"));
+                assert_out_of_range(cache.zeroed(dev, b), dev, b, &format!("{what} zeroed"));
+                assert_out_of_range(cache.try_read(dev, b), dev, b, &format!("{what} try_read"));
+                assert_out_of_range(cache.try_write(dev, b), dev, b, &format!("{what} try_write"));
+                assert_out_of_range(cache.invalidate(dev, b), dev, b, &format!("{what} invalidate"));
+                cache.prefetch(dev, b);
+            }
+            cache.flush().unwrap();
+            let s = cache.stats();
+            assert_eq!(
+                (s.reads_issued, s.writes_issued, s.prefetches),
+                (0, 0, 0),
+                "{s:?}"
+            );
+            let g = cache.read(dev, 3).unwrap();
+            assert!(
+                g[..] == file_bytes(f.path(), 3 * bs as u64, bs)[..],
+                "{kind:?} bs {bs}"
+            );
+        }
+    }
+}
+
+#[test]
+fn byte_ranges_whose_end_overflows_or_is_empty_are_handled() {
+    for kind in engines() {
+        let size = 8 * BU;
+        let f = patterned_file(size);
+        let cache = cache(kind, B, 4);
+        let dev = cache.open(f.path()).unwrap();
+        let range_err = |r: Result<(), Error>, what: &str| match r {
+            Err(Error::OutOfRange { dev: d, .. }) if d == dev => {}
+            other => panic!("{kind:?} {what}: want OutOfRange, got {other:?}"),
+        };
+        // In-range offsets whose end overflows: only the u64 lengths can.
+        for (off, len) in [(1, u64::MAX), (size - 1, u64::MAX - size + 2), (0, u64::MAX)] {
+            range_err(
+                cache.zero_bytes(dev, off, len),
+                &format!("zero_bytes {off}+{len}"),
+            );
+            range_err(
+                cache.set_bytes(dev, off, len, 7),
+                &format!("set_bytes {off}+{len}"),
+            );
+        }
+        // Empty ranges: fine anywhere up to the end, out of range past it.
+        let mut empty = [0u8; 0];
+        for off in [0, 5, size] {
+            cache.read_bytes(dev, off, &mut empty).unwrap();
+            cache.write_bytes(dev, off, &empty).unwrap();
+            cache.zero_bytes(dev, off, 0).unwrap();
+            cache.set_bytes(dev, off, 0, 1).unwrap();
+        }
+        for off in [size + 1, u64::MAX] {
+            range_err(
+                cache.read_bytes(dev, off, &mut empty),
+                &format!("read_bytes {off}+0"),
+            );
+            range_err(
+                cache.write_bytes(dev, off, &empty),
+                &format!("write_bytes {off}+0"),
+            );
+            range_err(cache.zero_bytes(dev, off, 0), &format!("zero_bytes {off}+0"));
+        }
+        cache.flush().unwrap();
+        let s = cache.stats();
+        assert_eq!(
+            (s.reads_issued, s.writes_issued),
+            (0, 0),
+            "{kind:?}: nothing touched: {s:?}"
+        );
+        assert!(
+            std::fs::read(f.path()).unwrap() == (0..size).map(pattern).collect::<Vec<u8>>(),
+            "{kind:?}: file changed"
+        );
+        still_reads_a_fresh_file(&cache, &format!("{kind:?}"));
+    }
+}
+
+// ---- files that are empty or end inside a block -----------------------------
+
+#[test]
+fn a_zero_length_file_has_no_blocks() {
+    for kind in engines() {
+        let empty = tempfile::NamedTempFile::new_in("/var/tmp").unwrap();
+        let cache = cache(kind, B, 4);
+        let dev = cache.open(empty.path()).unwrap();
+        assert_eq!(cache.device_blocks(dev).unwrap(), 0, "{kind:?}");
+        assert_out_of_range(cache.read(dev, 0), dev, 0, &format!("{kind:?} read"));
+        assert_out_of_range(cache.write(dev, 0), dev, 0, &format!("{kind:?} write"));
+        assert_out_of_range(cache.zeroed(dev, 0), dev, 0, &format!("{kind:?} zeroed"));
+        assert_out_of_range(cache.try_read(dev, 0), dev, 0, &format!("{kind:?} try_read"));
+        let mut one = [0u8; 1];
+        assert_range_err(
+            cache.read_bytes(dev, 0, &mut one),
+            dev,
+            &format!("{kind:?} read_bytes"),
+        );
+        assert_range_err(
+            cache.write_bytes(dev, 0, &one),
+            dev,
+            &format!("{kind:?} write_bytes"),
+        );
+        cache.prefetch(dev, 0);
+        cache.flush().unwrap();
+        let s = cache.stats();
+        assert_eq!(
+            (s.reads_issued, s.prefetches, s.writes_issued),
+            (0, 0, 0),
+            "{kind:?}: {s:?}"
+        );
+        assert_eq!(
+            std::fs::metadata(empty.path()).unwrap().len(),
+            0,
+            "{kind:?}: file grew"
+        );
+        cache.close(dev).unwrap();
+        let f = patterned_file(4 * BU);
+        let dev = cache.open(f.path()).unwrap();
+        still_works(&cache, dev, f.path(), 0, &format!("{kind:?}"));
+    }
+}
+
+#[test]
+fn a_partial_last_block_is_not_addressable() {
+    for kind in engines() {
+        let size = 10 * BU + 1000;
+        let f = patterned_file(size);
+        let cache = cache(kind, B, 4);
+        let dev = cache.open(f.path()).unwrap();
+        assert_eq!(cache.device_blocks(dev).unwrap(), 10, "{kind:?}");
+        still_works(&cache, dev, f.path(), 9, &format!("{kind:?}"));
+        assert_out_of_range(cache.read(dev, 10), dev, 10, &format!("{kind:?} read"));
+        assert_out_of_range(cache.write(dev, 10), dev, 10, &format!("{kind:?} write"));
+        let mut buf = [0u8; 20];
+        assert_range_err(
+            cache.read_bytes(dev, 10 * BU - 10, &mut buf),
+            dev,
+            &format!("{kind:?} read_bytes"),
+        );
+        assert_range_err(
+            cache.set_bytes(dev, 10 * BU - 10, 20, 9),
+            dev,
+            &format!("{kind:?} set_bytes"),
+        );
+        cache.read_bytes(dev, 10 * BU - 10, &mut buf[..10]).unwrap();
+        assert_same(
+            &buf[..10],
+            &original(10 * BU - 10, 10),
+            &format!("{kind:?}: last whole bytes"),
+        );
+        // Writing the last whole block leaves the tail and the size alone.
+        cache.write(dev, 9).unwrap().fill(0x99);
+        cache.flush().unwrap();
+        assert!(
+            file_bytes(f.path(), 9 * BU, B).iter().all(|&x| x == 0x99),
+            "{kind:?}: block 9"
+        );
+        assert_same(
+            &file_bytes(f.path(), 10 * BU, 1000),
+            &original(10 * BU, 1000),
+            &format!("{kind:?}: tail"),
+        );
+        assert_eq!(std::fs::metadata(f.path()).unwrap().len(), size, "{kind:?}: size");
+        let s = cache.stats();
+        // Block 9 was read once (by `still_works`); every later access hit.
+        assert_eq!((s.reads_issued, s.writes_issued), (1, 1), "{kind:?}: {s:?}");
     }
 }
 
@@ -438,7 +651,8 @@ fn every_power_of_two_block_size_from_512_to_1mib_works() {
     }
 }
 
-/// Run test `name` again in a child process with `var` set to `value`,
+/// Run test `name` of this module again in a child process of the test
+/// binary, with `var` set to `value`,
 /// and assert that it passed there: a scenario that could abort the
 /// process (a failed allocation) takes down only the child.
 ///
@@ -717,134 +931,6 @@ fn a_pinned_owner_works() {
         let cache = Cache::new(Config::new(B, 2).engine(kind).owner_cpu(Some(cpu))).unwrap();
         let dev = cache.open(f.path()).unwrap();
         still_works(&cache, dev, f.path(), 3, &format!("{kind:?}"));
-    }
-}
-
-// ---- paths that are not files -----------------------------------------------
-
-#[test]
-fn paths_that_are_not_files_or_block_devices_are_io_errors() {
-    for kind in engines() {
-        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-        let missing = dir.path().join("missing");
-        let fifo = dir.path().join("fifo");
-        let ok = Command::new("mkfifo").arg(&fifo).status().expect("run mkfifo");
-        assert!(ok.success(), "mkfifo failed");
-        let cache = cache(kind, B, 4);
-        for read_only in [false, true] {
-            let open = |p: &Path| {
-                if read_only {
-                    cache.open_read_only(p)
-                } else {
-                    cache.open(p)
-                }
-            };
-            let what = format!("{kind:?} read_only={read_only}");
-            let e = assert_io(open(&missing), &format!("{what} missing"));
-            assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{what}: {e}");
-            assert!(e.to_string().contains("missing"), "names the path: {e}");
-            // The OS error itself is the source, errno and all.
-            let os = std::error::Error::source(&e)
-                .and_then(|s| s.downcast_ref::<std::io::Error>())
-                .and_then(|s| s.raw_os_error());
-            assert_eq!(os, Some(libc::ENOENT), "{what}: {e}");
-            assert_io(open(dir.path()), &format!("{what} directory"));
-            // Must not block waiting for a writer.
-            assert_io(open(&fifo), &format!("{what} FIFO"));
-            assert_io(open(Path::new("/dev/null")), &format!("{what} /dev/null"));
-        }
-        let f = patterned_file(4 * BU);
-        let dev = cache.open(f.path()).unwrap();
-        still_works(&cache, dev, f.path(), 2, &format!("{kind:?}"));
-    }
-}
-
-#[test]
-fn a_zero_length_file_has_no_blocks() {
-    for kind in engines() {
-        let empty = tempfile::NamedTempFile::new_in("/var/tmp").unwrap();
-        let cache = cache(kind, B, 4);
-        let dev = cache.open(empty.path()).unwrap();
-        assert_eq!(cache.device_blocks(dev).unwrap(), 0, "{kind:?}");
-        assert_out_of_range(cache.read(dev, 0), dev, 0, &format!("{kind:?} read"));
-        assert_out_of_range(cache.write(dev, 0), dev, 0, &format!("{kind:?} write"));
-        assert_out_of_range(cache.zeroed(dev, 0), dev, 0, &format!("{kind:?} zeroed"));
-        assert_out_of_range(cache.try_read(dev, 0), dev, 0, &format!("{kind:?} try_read"));
-        let mut one = [0u8; 1];
-        assert_range_err(
-            cache.read_bytes(dev, 0, &mut one),
-            dev,
-            &format!("{kind:?} read_bytes"),
-        );
-        assert_range_err(
-            cache.write_bytes(dev, 0, &one),
-            dev,
-            &format!("{kind:?} write_bytes"),
-        );
-        cache.prefetch(dev, 0);
-        cache.flush().unwrap();
-        let s = cache.stats();
-        assert_eq!(
-            (s.reads_issued, s.prefetches, s.writes_issued),
-            (0, 0, 0),
-            "{kind:?}: {s:?}"
-        );
-        assert_eq!(
-            std::fs::metadata(empty.path()).unwrap().len(),
-            0,
-            "{kind:?}: file grew"
-        );
-        cache.close(dev).unwrap();
-        let f = patterned_file(4 * BU);
-        let dev = cache.open(f.path()).unwrap();
-        still_works(&cache, dev, f.path(), 0, &format!("{kind:?}"));
-    }
-}
-
-#[test]
-fn a_partial_last_block_is_not_addressable() {
-    for kind in engines() {
-        let size = 10 * BU + 1000;
-        let f = patterned_file(size);
-        let cache = cache(kind, B, 4);
-        let dev = cache.open(f.path()).unwrap();
-        assert_eq!(cache.device_blocks(dev).unwrap(), 10, "{kind:?}");
-        still_works(&cache, dev, f.path(), 9, &format!("{kind:?}"));
-        assert_out_of_range(cache.read(dev, 10), dev, 10, &format!("{kind:?} read"));
-        assert_out_of_range(cache.write(dev, 10), dev, 10, &format!("{kind:?} write"));
-        let mut buf = [0u8; 20];
-        assert_range_err(
-            cache.read_bytes(dev, 10 * BU - 10, &mut buf),
-            dev,
-            &format!("{kind:?} read_bytes"),
-        );
-        assert_range_err(
-            cache.set_bytes(dev, 10 * BU - 10, 20, 9),
-            dev,
-            &format!("{kind:?} set_bytes"),
-        );
-        cache.read_bytes(dev, 10 * BU - 10, &mut buf[..10]).unwrap();
-        assert_same(
-            &buf[..10],
-            &original(10 * BU - 10, 10),
-            &format!("{kind:?}: last whole bytes"),
-        );
-        // Writing the last whole block leaves the tail and the size alone.
-        cache.write(dev, 9).unwrap().fill(0x99);
-        cache.flush().unwrap();
-        assert!(
-            file_bytes(f.path(), 9 * BU, B).iter().all(|&x| x == 0x99),
-            "{kind:?}: block 9"
-        );
-        assert_same(
-            &file_bytes(f.path(), 10 * BU, 1000),
-            &original(10 * BU, 1000),
-            &format!("{kind:?}: tail"),
-        );
-        assert_eq!(std::fs::metadata(f.path()).unwrap().len(), size, "{kind:?}: size");
-        let s = cache.stats();
-        // Block 9 was read once (by `still_works`); every later access hit.
-        assert_eq!((s.reads_issued, s.writes_issued), (1, 1), "{kind:?}: {s:?}");
     }
 }
 

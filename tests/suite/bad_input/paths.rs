@@ -1,17 +1,18 @@
-//! Hostile inputs not covered by bad_input.rs: files the caller may not
-//! open (permission bits, an immutable file, a read-only filesystem, no
-//! descriptor left), paths that are not what they seem (symlinks, sockets,
-//! NUL bytes, overlong names, other character devices), block numbers
-//! whose byte offset overflows u64, and byte ranges whose end overflows.
-//! Each is an `Err` with a clear message, never a panic, and the cache
-//! stays usable.
+//! Paths the cache cannot or may not open are `Err(Io)` with a clear
+//! message naming the path, never a panic, and the cache stays usable: a
+//! missing file, a directory, a FIFO (without blocking), /dev/null, files
+//! the caller may not open (permission bits, an immutable file, a
+//! read-only filesystem, no descriptor left), and paths that are not what
+//! they seem (symlinks, sockets, NUL bytes, overlong names, other
+//! character devices).
 //!
 //! Root bypasses permission bits, so as root the permission test runs its
 //! checks on a thread whose file access is user `nobody`'s. The
 //! immutable-file and read-only-mount tests need root (and a filesystem
 //! with the immutable attribute, a loop device) and skip with a printed
 //! reason otherwise. The descriptor limit is per process, so that test
-//! re-runs itself in a child process and lowers it there.
+//! re-runs itself in a child process of the test binary and lowers it
+//! there.
 //!
 //! Nothing here depends on other tests or processes: every file and
 //! directory is a fresh temporary one, no test changes what the whole
@@ -20,13 +21,15 @@
 //! forked meanwhile by another test would inherit until it execs.
 
 use crate::common;
-use blockcache::{Cache, DeviceId, EngineKind, Error};
+use blockcache::{EngineKind, Error};
 use common::loopfs::LoopFs;
 use common::*;
 use std::io::ErrorKind;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
+
+use super::{assert_io, still_reads_a_fresh_file, still_works};
 
 const B: usize = 4096;
 const BU: u64 = B as u64;
@@ -49,20 +52,6 @@ fn assert_io_kind<T: std::fmt::Debug>(r: Result<T, Error>, kind: ErrorKind, path
         }
         other => panic!("{what}: want Err(Io({kind:?})), got {other:?}"),
     }
-}
-
-/// The cache still reads a fresh file correctly.
-#[track_caller]
-fn still_works(cache: &Cache, what: &str) {
-    let f = patterned_file(4 * BU);
-    let dev = cache
-        .open(f.path())
-        .unwrap_or_else(|e| panic!("{what}: open after bad input: {e}"));
-    let g = cache.read(dev, 2).unwrap();
-    assert!(
-        g[..] == file_bytes(f.path(), 2 * BU, B)[..],
-        "{what}: read after bad input"
-    );
 }
 
 // ---- permission ----------------------------------------------------------
@@ -118,7 +107,7 @@ fn permission_checks(dir: &Path) {
         assert!(matches!(cache.write(dev, 1), Err(Error::ReadOnly)));
         cache.close(dev).unwrap();
         // /var/tmp is writable by anyone: the cache still works.
-        still_works(&cache, &format!("{kind:?} without permission"));
+        still_reads_a_fresh_file(&cache, &format!("{kind:?} without permission"));
     }
 }
 
@@ -202,7 +191,7 @@ fn an_immutable_file_cannot_be_opened_for_writing_even_by_root() {
         );
         let dev = cache.open_read_only(f.path()).unwrap();
         assert!(cache.read(dev, 7).unwrap()[..] == file_bytes(f.path(), 7 * BU, B)[..]);
-        still_works(&cache, &format!("{kind:?}"));
+        still_reads_a_fresh_file(&cache, &format!("{kind:?}"));
     }
 }
 
@@ -225,7 +214,7 @@ fn a_file_on_a_read_only_filesystem_cannot_be_opened_for_writing() {
         let dev = cache.open_read_only(&path).unwrap();
         assert!(cache.read(dev, 5).unwrap()[..] == data[5 * B..6 * B], "{kind:?}");
         cache.close(dev).unwrap();
-        still_works(&cache, &format!("{kind:?}"));
+        still_reads_a_fresh_file(&cache, &format!("{kind:?}"));
     }
 }
 
@@ -303,7 +292,7 @@ fn fd_limit_checks() {
         let dev = cache.open(f.path()).unwrap();
         assert!(cache.read(dev, 5).unwrap()[..] == file_bytes(f.path(), 5 * BU, B)[..]);
         cache.close(dev).unwrap();
-        still_works(&cache, &format!("{kind:?} after EMFILE"));
+        still_reads_a_fresh_file(&cache, &format!("{kind:?} after EMFILE"));
     }
 }
 
@@ -312,10 +301,7 @@ fn an_open_without_a_descriptor_left_names_the_path() {
     if std::env::var_os(FD_CHILD).is_some() {
         return fd_limit_checks();
     }
-    let name = test_name(
-        module_path!(),
-        "an_open_without_a_descriptor_left_names_the_path",
-    );
+    let name = test_name(module_path!(), "an_open_without_a_descriptor_left_names_the_path");
     let out = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", &name, "--test-threads=1"])
         .env(FD_CHILD, "1")
@@ -328,6 +314,45 @@ fn an_open_without_a_descriptor_left_names_the_path() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+// ---- paths that are not files -----------------------------------------------
+
+#[test]
+fn paths_that_are_not_files_or_block_devices_are_io_errors() {
+    for kind in engines() {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let missing = dir.path().join("missing");
+        let fifo = dir.path().join("fifo");
+        let ok = Command::new("mkfifo").arg(&fifo).status().expect("run mkfifo");
+        assert!(ok.success(), "mkfifo failed");
+        let cache = cache(kind, B, 4);
+        for read_only in [false, true] {
+            let open = |p: &Path| {
+                if read_only {
+                    cache.open_read_only(p)
+                } else {
+                    cache.open(p)
+                }
+            };
+            let what = format!("{kind:?} read_only={read_only}");
+            let e = assert_io(open(&missing), &format!("{what} missing"));
+            assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{what}: {e}");
+            assert!(e.to_string().contains("missing"), "names the path: {e}");
+            // The OS error itself is the source, errno and all.
+            let os = std::error::Error::source(&e)
+                .and_then(|s| s.downcast_ref::<std::io::Error>())
+                .and_then(|s| s.raw_os_error());
+            assert_eq!(os, Some(libc::ENOENT), "{what}: {e}");
+            assert_io(open(dir.path()), &format!("{what} directory"));
+            // Must not block waiting for a writer.
+            assert_io(open(&fifo), &format!("{what} FIFO"));
+            assert_io(open(Path::new("/dev/null")), &format!("{what} /dev/null"));
+        }
+        let f = patterned_file(4 * BU);
+        let dev = cache.open(f.path()).unwrap();
+        still_works(&cache, dev, f.path(), 2, &format!("{kind:?}"));
+    }
 }
 
 // ---- paths that are not what they seem -------------------------------------
@@ -410,107 +435,6 @@ fn symlinks_sockets_nul_bytes_and_overlong_paths_are_errors() {
             assert!(cache.read(dev, 3).unwrap()[..] == file_bytes(target.path(), 3 * BU, B)[..]);
             cache.close(dev).unwrap();
         }
-        still_works(&cache, &format!("{kind:?}"));
-    }
-}
-
-// ---- numbers that overflow ---------------------------------------------------
-
-fn assert_out_of_range<T: std::fmt::Debug>(r: Result<T, Error>, dev: DeviceId, block: u64, what: &str) {
-    match r {
-        Err(e @ Error::OutOfRange { dev: d, block: b }) if d == dev && b == block => {
-            assert!(e.to_string().contains(&block.to_string()), "{what}: {e}")
-        }
-        other => panic!("{what}: want OutOfRange {{ {dev:?}, {block} }}, got {other:?}"),
-    }
-}
-
-#[test]
-fn block_numbers_whose_byte_offset_overflows_are_out_of_range() {
-    for kind in engines() {
-        for bs in [512usize, 4096, 1 << 20] {
-            let f = patterned_file(4 * bs as u64);
-            let cache = Cache::new(blockcache::Config::new(bs, 4).engine(kind)).unwrap();
-            let dev = cache.open(f.path()).unwrap();
-            let last_whole = u64::MAX / bs as u64; // offset fits, barely
-            for b in [u64::MAX / 2, last_whole, last_whole + 1, u64::MAX - 1] {
-                let what = format!("{kind:?} bs {bs} block {b}");
-                assert_out_of_range(cache.read(dev, b), dev, b, &format!("{what} read"));
-                assert_out_of_range(cache.write(dev, b), dev, b, &format!("{what} write"));
-                assert_out_of_range(cache.zeroed(dev, b), dev, b, &format!("{what} zeroed"));
-                assert_out_of_range(cache.try_read(dev, b), dev, b, &format!("{what} try_read"));
-                assert_out_of_range(cache.try_write(dev, b), dev, b, &format!("{what} try_write"));
-                assert_out_of_range(cache.invalidate(dev, b), dev, b, &format!("{what} invalidate"));
-                cache.prefetch(dev, b);
-            }
-            cache.flush().unwrap();
-            let s = cache.stats();
-            assert_eq!(
-                (s.reads_issued, s.writes_issued, s.prefetches),
-                (0, 0, 0),
-                "{s:?}"
-            );
-            let g = cache.read(dev, 3).unwrap();
-            assert!(
-                g[..] == file_bytes(f.path(), 3 * bs as u64, bs)[..],
-                "{kind:?} bs {bs}"
-            );
-        }
-    }
-}
-
-#[test]
-fn byte_ranges_whose_end_overflows_or_is_empty_are_handled() {
-    for kind in engines() {
-        let size = 8 * BU;
-        let f = patterned_file(size);
-        let cache = cache(kind, B, 4);
-        let dev = cache.open(f.path()).unwrap();
-        let range_err = |r: Result<(), Error>, what: &str| match r {
-            Err(Error::OutOfRange { dev: d, .. }) if d == dev => {}
-            other => panic!("{kind:?} {what}: want OutOfRange, got {other:?}"),
-        };
-        // In-range offsets whose end overflows: only the u64 lengths can.
-        for (off, len) in [(1, u64::MAX), (size - 1, u64::MAX - size + 2), (0, u64::MAX)] {
-            range_err(
-                cache.zero_bytes(dev, off, len),
-                &format!("zero_bytes {off}+{len}"),
-            );
-            range_err(
-                cache.set_bytes(dev, off, len, 7),
-                &format!("set_bytes {off}+{len}"),
-            );
-        }
-        // Empty ranges: fine anywhere up to the end, out of range past it.
-        let mut empty = [0u8; 0];
-        for off in [0, 5, size] {
-            cache.read_bytes(dev, off, &mut empty).unwrap();
-            cache.write_bytes(dev, off, &empty).unwrap();
-            cache.zero_bytes(dev, off, 0).unwrap();
-            cache.set_bytes(dev, off, 0, 1).unwrap();
-        }
-        for off in [size + 1, u64::MAX] {
-            range_err(
-                cache.read_bytes(dev, off, &mut empty),
-                &format!("read_bytes {off}+0"),
-            );
-            range_err(
-                cache.write_bytes(dev, off, &empty),
-                &format!("write_bytes {off}+0"),
-            );
-            range_err(cache.zero_bytes(dev, off, 0), &format!("zero_bytes {off}+0"));
-        }
-        cache.flush().unwrap();
-        let s = cache.stats();
-        assert_eq!(
-            (s.reads_issued, s.writes_issued),
-            (0, 0),
-            "{kind:?}: nothing touched: {s:?}"
-        );
-        assert!(
-            std::fs::read(f.path()).unwrap() == (0..size).map(pattern).collect::<Vec<u8>>(),
-            "{kind:?}: file changed"
-        );
-        still_works(&cache, &format!("{kind:?}"));
+        still_reads_a_fresh_file(&cache, &format!("{kind:?}"));
     }
 }
