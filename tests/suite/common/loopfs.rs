@@ -91,11 +91,6 @@ impl LoopFs {
         Ok(fs)
     }
 
-    /// The mount point.
-    pub fn path(&self) -> &Path {
-        self.mnt.path()
-    }
-
     /// `name` inside the filesystem.
     pub fn file(&self, name: &str) -> PathBuf {
         self.mnt.path().join(name)

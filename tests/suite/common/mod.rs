@@ -1,6 +1,5 @@
-//! Shared by the integration tests: real files with a known pattern, and
-//! the engines to run each test on.
-#![allow(dead_code)]
+//! Shared by the integration tests: real files with a known pattern, the
+//! engines to run each test on, and the test engines and fixtures below.
 
 use blockcache::{Cache, Config, EngineKind};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -68,18 +67,18 @@ pub fn spawn<T: Send + 'static>(
     std::thread::spawn(move || f(cache))
 }
 
-/// The fault-injecting engine (tests/common/fault.rs).
+/// The fault-injecting engine (tests/suite/common/fault.rs).
 pub mod fault;
 
-/// The scripted engine (tests/common/scripted.rs).
+/// The scripted engine (tests/suite/common/scripted.rs).
 pub mod scripted;
 
-/// A small ext4 on a loop device (tests/common/loopfs.rs).
+/// A small ext4 on a loop device (tests/suite/common/loopfs.rs).
 pub mod loopfs;
 
-/// A watchdog for hang-prone tests (tests/common/watchdog.rs).
+/// A watchdog for hang-prone tests (tests/suite/common/watchdog.rs).
 pub mod watchdog;
 
 /// Seeds, a small RNG and engine selection for randomized tests
-/// (tests/common/seeded.rs).
+/// (tests/suite/common/seeded.rs).
 pub mod seeded;
