@@ -19,7 +19,7 @@
 //! leaves the model alone.
 //!
 //! Reproducing: the test prints its seed range and every failure names its
-//! seed; `BLOCKCACHE_SEED=<n> cargo test --test model` reruns one (the
+//! seed; `BLOCKCACHE_SEED=<n> cargo test --test suite model::` reruns one (the
 //! same operations; thread interleavings vary). `BLOCKCACHE_MODEL_RUNS`
 //! sets runs per engine, `BLOCKCACHE_ENGINE=sync|uring` picks one engine,
 //! and `--ignored` runs the long form (and the variant with `close`).
@@ -560,14 +560,14 @@ fn random_operation_sequences_match_a_model_of_every_device() {
 
 /// With `close` and reopen among the operations. A close racing a
 /// fast-path hit on its device ends with a live guard on a closed device
-/// (reproduced deterministically in tests/races.rs).
+/// (reproduced deterministically in `races`).
 #[test]
 fn random_operation_sequences_with_close_match_a_model_of_every_device() {
     model_test(DEFAULT_RUNS, true);
 }
 
 #[test]
-#[ignore = "long form (minutes): cargo test --test model -- --ignored"]
+#[ignore = "long form (minutes): cargo test --release --test suite -- --ignored model::"]
 fn random_operation_sequences_match_a_model_of_every_device_long() {
     model_test(LONG_RUNS, false);
 }

@@ -333,8 +333,9 @@ fn threads_dying_with_guards_under_contention_lose_no_update() {
 
 // ---- the owner thread panics ------------------------------------------
 
-/// Error-level log lines of this test binary, for the tests that check
-/// what a panicking owner says.
+/// Error-level log lines of the whole test binary (every module's caches
+/// log here once it is set), for the tests that check what a panicking
+/// owner says.
 static LOGGED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 
 struct Capture;

@@ -1,9 +1,11 @@
 //! Hostile schedules made deterministic with the fault engine: a client
 //! takes a block on the fast path (without asking the owner) while a
 //! `close` or `abort_device` of its device is between phases (a write or
-//! the sync held in flight). Found by the model test (tests/model.rs):
-//! `try_write` of a block the thread itself held as a reader answered
-//! `UnknownDevice` — the device had been closed under a live guard.
+//! the sync held in flight). The model test (`model`) meets these
+//! schedules only by chance; here each is forced. The failure they guard
+//! against: a device closed under a live guard, so that the guard's thread
+//! gets `UnknownDevice` for a block it holds (from `try_write` of a block
+//! it holds as a reader).
 //!
 //! What must hold (`Cache::close`): `close` is `Err(Busy)`, nothing done, when
 //! a block of the device is held; gets of a closing device fail

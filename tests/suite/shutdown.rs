@@ -3,11 +3,11 @@
 //! waited out before the threads stop and memory is freed, dirty data is
 //! written, and a shutdown that cannot write says how many blocks it lost.
 //!
-//! I/O is held in flight with the fault engine (tests/common/fault.rs):
+//! I/O is held in flight with the fault engine (`common::fault`):
 //! `hold` keeps the next matching request until `release`. Its rules are
 //! given for any block (`None`) throughout.
-//! (`errors.rs` already covers `Unwritten` for writes that shutdown itself
-//! issues, and a failed sync after them.)
+//! (`errors` covers `Unwritten` for writes that shutdown itself issues,
+//! and a failed sync after them.)
 
 use crate::common;
 use blockcache::engine::IoKind::{Fsync, Read, Write};

@@ -1,3 +1,7 @@
+//! The quickest check that the cache works end to end, on every engine:
+//! every block of a 64-block file read through an 8-block cache equals the
+//! file, and a block written through the cache reaches the file at flush.
+
 use crate::common;
 use common::*;
 

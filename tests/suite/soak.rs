@@ -1,7 +1,7 @@
 //! Soak: many threads hammer a small cache over several devices for a
 //! fixed number of operations (not a fixed time), on every engine. The
 //! short form runs in the default `cargo test`; the long form is
-//! `#[ignore]`d: `cargo test --test soak -- --ignored`.
+//! `#[ignore]`d: `cargo test --release --test suite -- --ignored soak::`.
 //!
 //! Every block always holds a whole "stamp": its device, its number and a
 //! version, with a body derived from them. Writers take a write guard, read
@@ -265,7 +265,7 @@ fn soak_short() {
 }
 
 #[test]
-#[ignore = "long form: cargo test --release --test soak -- --ignored"]
+#[ignore = "long form: cargo test --release --test suite -- --ignored soak::"]
 fn soak_long() {
     run(50_000);
 }

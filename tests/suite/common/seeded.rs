@@ -1,4 +1,4 @@
-//! Seeds and engines for the randomized tests (model.rs, soak.rs).
+//! Seeds and engines for the randomized tests (`model`, `soak`).
 //!
 //! - `BLOCKCACHE_SEED=<n>` runs exactly seed `n` (the number a failing run
 //!   prints), `BLOCKCACHE_SEED_BASE=<n>` starts the default range there
