@@ -94,3 +94,9 @@ impl std::fmt::Display for DeviceId {
         write!(f, "device {}", self.0)
     }
 }
+
+/// The README's example, compiled and run as a doctest so that it cannot
+/// drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

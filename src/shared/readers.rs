@@ -4,8 +4,8 @@
 //! # Why
 //!
 //! Counting a reader writes the slot's word, and when threads hit the same
-//! blocks that cache line moves between cores on about every other hit: on
-//! two cores a bare hit scaled only 1.2x-1.55x from one thread to two.
+//! blocks that cache line moves between cores on about every other hit, so
+//! hits stop scaling with threads.
 //! A reader that writes only its own thread's record leaves the slot's
 //! line shared in every core's cache. This is BRAVO (Dice and Kogan,
 //! "BRAVO: Biased Locking for Reader-Writer Locks", USENIX ATC '19) applied

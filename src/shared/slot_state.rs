@@ -36,10 +36,8 @@
 //! # Visible readers: a read hit that does not write this word
 //!
 //! Counting a reader writes the word, and when threads hit the same blocks
-//! its cache line moves between cores on about every other hit: with the
-//! count alone a bare hit scaled 1.2x-1.55x from one thread to two on the
-//! hot-hit benchmark (2 vCPUs) while a map per thread scaled 1.65x-2.0x.
-//! So a reader may instead write `slot + 1` into an entry of its own
+//! its cache line moves between cores on about every other hit, and hits
+//! stop scaling with threads. So a reader may instead write `slot + 1` into an entry of its own
 //! thread's record (`readers`), leaving this line shared between cores
 //! (BRAVO, Dice and Kogan, USENIX ATC '19). The rules that keep the
 //! argument above whole:
@@ -72,8 +70,8 @@
 //!
 //! The loom models at the end check rules 1-3 against eviction and
 //! reassignment, a fast writer, an armed wake, and a writer and the owner
-//! together. Loom does not explore every interleaving of `SeqCst` fences
-//! (tokio-rs/loom#180), so the unit tests also replay, step by step, the
+//! together. Loom does not explore every interleaving of `SeqCst` fences,
+//! so the unit tests also replay, step by step, the
 //! interleavings each of rules 1-3 exists for.
 //!
 //! Memory ordering: acquires are `Acquire` (they see the block's bytes as

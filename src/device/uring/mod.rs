@@ -8,7 +8,7 @@
 //! each one hands the request back (a read's block goes straight to the
 //! get waiting for it, see `engine::Grant`). It never spins: it blocks in
 //! `io_uring_enter` until a completion arrives, and an idle device's
-//! thread sleeps there (foyer #1311).
+//! thread sleeps there.
 //!
 //! Adjacent blocks submitted in one batch go to the kernel as one
 //! vectored I/O (`READV`/`WRITEV`, at most [`MAX_RUN`] blocks and
@@ -25,7 +25,7 @@
 //! mutex; the reaper alone reads the completion queue. Every request stays
 //! in the in-flight table until the kernel has posted its completion, on
 //! every exit path including a panic, so no block's memory is handed back
-//! while the kernel may still use it (foyer #1286; see `reaper`).
+//! while the kernel may still use it (see `reaper`).
 
 mod reaper;
 

@@ -9,7 +9,7 @@
 //! Its exit, normal or by panic, is [`Drop for Reaper`]: it waits until
 //! the kernel has posted every outstanding completion before any request
 //! is handed back or dropped, so a block's memory is never reused while
-//! the kernel may still write into it (foyer #1286). If the wait itself
+//! the kernel may still write into it. If the wait itself
 //! fails, the requests are leaked (each keeps the pool alive), which beats
 //! a buffer reused under a live DMA.
 

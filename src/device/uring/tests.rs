@@ -44,7 +44,7 @@ fn forced_unavailable_is_eperm() {
     assert_eq!(started.err().unwrap().raw_os_error(), Some(libc::EPERM));
 }
 
-/// foyer #1311: the reaper must wait in the kernel, not poll. Each
+/// The reaper must wait in the kernel, not poll. Each
 /// request wakes it once, for its completion; a spinning loop would make
 /// thousands of passes per request.
 #[test]
@@ -66,7 +66,7 @@ fn reaper_waits_rather_than_spins() {
     engine.stop();
 }
 
-/// foyer #1286: a reaper that panics with I/O in flight still waits for
+/// A reaper that panics with I/O in flight still waits for
 /// the kernel before any request is handed back, and every request gets
 /// its completion: those the kernel finished with their real result.
 #[test]

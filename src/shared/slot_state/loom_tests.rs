@@ -257,8 +257,9 @@ fn arming_wake_counts_a_visible_reader_or_sees_it_gone() {
     });
 }
 
-// A fast writer and the owner together (found by review, after the
-// models above had passed).
+// A fast writer and the owner together: interleavings the models above
+// do not reach, where a writer, a visible reader and the owner's count
+// meet.
 
 /// The owner's two counts that leave a fast writer a way in: a wake
 /// (the slot stays open while it counts) and a close-and-wake (whose
