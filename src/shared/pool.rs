@@ -8,6 +8,7 @@
 //! Transparent huge pages are asked for unless the config says not
 //! (`Config::huge_pages`): a hit on a big pool then misses the TLB less.
 
+use super::table::Mapping;
 use crate::error::{Context, Error};
 use std::io;
 use std::ptr::NonNull;
@@ -23,8 +24,7 @@ const ALIGN: usize = 4096;
 /// which block is decided by the owner thread (one writer or many readers
 /// per slot, and no guard while an I/O owns the slot), not by this type.
 pub(crate) struct Pool {
-    base: NonNull<u8>,
-    bytes: usize,
+    memory: Mapping,
     block_size: usize,
     capacity: usize,
 }
@@ -50,33 +50,16 @@ impl Pool {
     /// an `isize`).
     pub(crate) fn map(block_size: usize, capacity: usize, huge: bool) -> Result<Arc<Pool>, Error> {
         let bytes = block_size * capacity;
-        // SAFETY: a new anonymous private mapping: no descriptor, no fixed
-        // address, nothing else refers to the memory it returns.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            let source = io::Error::last_os_error();
+        let memory = Mapping::new(bytes, huge).map_err(|source| {
             let message =
                 format!("cannot map a pool of {capacity} blocks of {block_size} bytes ({bytes} bytes)");
-            return Err(Error::Io(io::Error::new(
+            Error::Io(io::Error::new(
                 io::ErrorKind::OutOfMemory,
                 Context { message, source },
-            )));
-        }
-        if huge {
-            super::table::advise_huge(base.cast(), bytes);
-        }
+            ))
+        })?;
         Ok(Arc::new(Pool {
-            base: NonNull::new(base.cast()).expect("a successful mmap is not null"),
-            bytes,
+            memory,
             block_size,
             capacity,
         }))
@@ -95,20 +78,7 @@ impl Pool {
     pub(crate) fn block_ptr(&self, slot: u32) -> *mut u8 {
         assert!((slot as usize) < self.capacity, "slot {slot} out of pool");
         // SAFETY: slot < capacity, so the offset stays inside the allocation.
-        unsafe { self.base.as_ptr().add(slot as usize * self.block_size) }
-    }
-}
-
-impl Drop for Pool {
-    fn drop(&mut self) {
-        // SAFETY: base..base+bytes is the mapping made in `new`, and every
-        // user of the memory holds an Arc<Pool>, so none is left.
-        if unsafe { libc::munmap(self.base.as_ptr().cast(), self.bytes) } != 0 {
-            log::error!(
-                "blockcache: unmapping the pool failed: {}",
-                std::io::Error::last_os_error()
-            );
-        }
+        unsafe { self.memory.base().as_ptr().add(slot as usize * self.block_size) }
     }
 }
 
@@ -193,7 +163,13 @@ mod tests {
         let mut vec = vec![0u8; pages];
         // SAFETY: the range lies inside the pool's mapping, and `vec` has
         // one byte per page of it.
-        let rc = unsafe { libc::mincore(pool.base.as_ptr().cast(), pages * ALIGN, vec.as_mut_ptr()) };
+        let rc = unsafe {
+            libc::mincore(
+                pool.memory.base().as_ptr().cast(),
+                pages * ALIGN,
+                vec.as_mut_ptr(),
+            )
+        };
         assert_eq!(rc, 0, "mincore: {}", std::io::Error::last_os_error());
         vec.iter().filter(|&&v| v & 1 != 0).count()
     }

@@ -88,18 +88,18 @@ unsafe impl Zeroed for u32 {}
 // for which zero is valid; it has no drop.
 unsafe impl Zeroed for std::sync::atomic::AtomicU64 {}
 
-/// Memory for a table, from the kernel: page-aligned, zero-filled as it
-/// is first touched.
-struct Mapping {
+/// Memory from the kernel for a table or the pool: page-aligned,
+/// zero-filled as it is first touched, unmapped when dropped.
+pub(crate) struct Mapping {
     base: NonNull<u8>,
     bytes: usize,
 }
 
 impl Mapping {
     /// `bytes` (> 0) of anonymous memory; transparent huge pages asked for
-    /// when `huge` (a kernel that refuses keeps small pages). `None` when
-    /// the kernel refuses the mapping.
-    fn new(bytes: usize, huge: bool) -> Option<Mapping> {
+    /// when `huge` (a kernel that refuses keeps small pages). The kernel's
+    /// error when it refuses the mapping.
+    pub(crate) fn new(bytes: usize, huge: bool) -> std::io::Result<Mapping> {
         debug_assert!(bytes > 0);
         // SAFETY: a new anonymous private mapping: no descriptor, no fixed
         // address, nothing else refers to the memory it returns.
@@ -114,26 +114,33 @@ impl Mapping {
             )
         };
         if base == libc::MAP_FAILED {
-            return None;
+            return Err(std::io::Error::last_os_error());
         }
         if huge {
             advise_huge(base.cast(), bytes);
         }
-        Some(Mapping {
+        Ok(Mapping {
             base: NonNull::new(base.cast()).expect("a successful mmap is not null"),
             bytes,
         })
+    }
+
+    /// The first byte.
+    pub(crate) fn base(&self) -> NonNull<u8> {
+        self.base
     }
 }
 
 impl Drop for Mapping {
     fn drop(&mut self) {
         // SAFETY: base..base+bytes is the mapping made in `new`, owned by
-        // this value alone; whoever borrowed from it (a table's entries)
-        // is gone, as the borrow checker sees to.
+        // this value alone; whoever used it is gone: a table's entries are
+        // borrowed from the table (the borrow checker sees to it), and the
+        // pool's blocks are reached only through an `Arc<Pool>`.
         if unsafe { libc::munmap(self.base.as_ptr().cast(), self.bytes) } != 0 {
             log::error!(
-                "blockcache: unmapping a table failed: {}",
+                "blockcache: unmapping {} bytes failed: {}",
+                self.bytes,
                 std::io::Error::last_os_error()
             );
         }
@@ -200,7 +207,7 @@ impl<T: Zeroed> ZeroedTable<T> {
                 _mapping: None,
             });
         }
-        let mapping = Mapping::new(bytes, huge).ok_or_else(too_large)?;
+        let mapping = Mapping::new(bytes, huge).map_err(|_| too_large())?;
         Ok(ZeroedTable {
             ptr: mapping.base.cast(),
             len,
