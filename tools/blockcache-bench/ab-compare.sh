@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A/B comparison of two builds of the blockcache crate under the same
-# blockcache-bench tool: BEFORE (a git revision, default 1de1c37, the last
-# commit before the fast hit path was merged) against AFTER (default: the
-# current working tree, uncommitted changes included; or a second revision).
+# blockcache-bench tool: BEFORE (a git revision: the crate there must build
+# under the current tool, so it has the `config` constants the tool
+# imports) against AFTER (default: the current working tree, uncommitted
+# changes included; or a second revision).
 #
 # Both sides are built from copies under /var/tmp with the *current* tool
 # source (tools/blockcache-bench and benches/suite.rs of the working tree)
@@ -23,7 +24,7 @@
 #
 # Usage:
 #   tools/blockcache-bench/ab-compare.sh [-n ROUNDS] [-w WORKLOADS] [-s SECONDS]
-#       [BEFORE_REV [AFTER_REV]] [-- EXTRA BENCH ARGS]
+#       BEFORE_REV [AFTER_REV] [-- EXTRA BENCH ARGS]
 #     -n ROUNDS     rounds per side (default 5)
 #     -w WORKLOADS  comma list of blockcache-bench workloads (default mixed,random)
 #     -s SECONDS    --seconds per run (default 1)
@@ -66,7 +67,8 @@ done
 IFS=, read -r -a WL <<<"$WORKLOADS"
 
 cd "$(dirname "$0")/../.."
-BEFORE=${REVS[0]:-1de1c37}
+[ ${#REVS[@]} -ge 1 ] || die "a BEFORE revision is needed (see -h)"
+BEFORE=${REVS[0]}
 AFTER=${REVS[1]:-}
 BEFORE_SHA=$(git rev-parse -q --verify "$BEFORE^{commit}") || die "no such revision: $BEFORE"
 if [ -n "$AFTER" ]; then
@@ -93,6 +95,20 @@ trap cleanup EXIT
 # The current tool, as the working tree has it (tracked and untracked files).
 TOOL_FILES=$(git ls-files --cached --others --exclude-standard -- tools/blockcache-bench benches/suite.rs)
 
+# drop_call RIG NAME OLD NEW: in the tool copy's rig.rs, replace the call OLD
+# (a Config method NAME the BEFORE crate lacks) by NEW; it must be there once.
+drop_call() {
+  python3 - "$@" <<'EOF'
+import sys
+p, name, old, new = sys.argv[1:5]
+s = open(p).read()
+if s.count(old) != 1:
+    sys.exit(f"ab-compare: the {name} patch does not apply to {p}: update the script")
+open(p, "w").write(s.replace(old, new))
+EOF
+  echo "$side: crate has no Config::$2; its tool copy omits the call" >&2
+}
+
 # export SIDE REV|"" : a buildable workspace in $WORK/SIDE.
 export_side() {
   local side=$1 rev=$2 dest=$WORK/$1
@@ -112,34 +128,13 @@ export_side() {
   if ! grep -q '^\[workspace\]' "$dest/Cargo.toml"; then
     printf '\n[workspace]\nmembers = ["tools/blockcache-bench"]\n' >>"$dest/Cargo.toml"
   fi
-  if ! grep -rq 'pub fn fast_hits' "$dest/src"; then
-    # Before the fast hit path there is no switch: every get goes through
-    # the owner thread. Drop the call (the tool's rows of mixed and random
-    # all ask for the default, fast hits on).
-    python3 - "$dest/tools/blockcache-bench/src/rig.rs" <<'EOF'
-import sys
-p = sys.argv[1]
-s = open(p).read()
-old = "\n            .fast_hits(spec.fast_hits);"
-if s.count(old) != 1:
-    sys.exit(f"ab-compare: the fast_hits patch does not apply to {p}: update the script")
-open(p, "w").write(s.replace(old, ";"))
-EOF
-    echo "$side: crate has no Config::fast_hits; its tool copy omits the call" >&2
-  fi
-  if ! grep -rq 'pub fn readahead' "$dest/src"; then
-    # Before readahead: its rows (scan's `cache raN`) run without it.
-    python3 - "$dest/tools/blockcache-bench/src/rig.rs" <<'EOF'
-import sys
-p = sys.argv[1]
-s = open(p).read()
-old = "\n            .readahead(spec.readahead)"
-if s.count(old) != 1:
-    sys.exit(f"ab-compare: the readahead patch does not apply to {p}: update the script")
-open(p, "w").write(s.replace(old, ""))
-EOF
-    echo "$side: crate has no Config::readahead; its tool copy omits the call" >&2
-  fi
+  local rig="$dest/tools/blockcache-bench/src/rig.rs"
+  # Before the fast hit path there is no switch: every get goes through
+  # the owner thread (the tool's rows of mixed and random all ask for the
+  # default, fast hits on). Before readahead its rows (scan's `cache raN`)
+  # run without it.
+  grep -rq 'pub fn fast_hits' "$dest/src" || drop_call "$rig" fast_hits $'\n            .fast_hits(spec.fast_hits);' ";"
+  grep -rq 'pub fn readahead' "$dest/src" || drop_call "$rig" readahead $'\n            .readahead(spec.readahead)' ""
   echo "$side: building ${rev:-working tree} ..." >&2
   CARGO_TARGET_DIR=$AB_DIR/target-$side cargo build --release -q \
     --manifest-path "$dest/Cargo.toml" -p blockcache-bench --bin blockcache-bench
