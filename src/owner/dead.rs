@@ -12,7 +12,7 @@
 //! guard are gone:
 //! - every slot is closed, so no client takes a block without asking, and
 //!   marked to wake us, so the last holder of each tells us when it leaves;
-//! - every request is answered `Closed` (dropping its [`Replier`] does
+//! - every request is answered `Closed` (dropping its [`Replier`](crate::shared::reply::Replier) does
 //!   that), and so is every get or op that was waiting;
 //! - a guard's release is done as asked and answered as in normal life
 //!   (`Stopping`), so a guard's drop never waits for ever;

@@ -22,7 +22,7 @@
 //! 1. **The owner never blocks except in `recv`.** Replies go to a
 //!    per-request channel with room for exactly that reply (`try_send`);
 //!    submits go to engines, which queue rather than block
-//!    ([`Engine::submit`](crate::engine::Engine::submit)). The io_uring
+//!    ([`Engine::submit`]). The io_uring
 //!    engine's submission lock, which the owner shares with the device's
 //!    reaper thread, is held only for pushes and bookkeeping, never across
 //!    a send or a wait. So every message sent to the owner is eventually

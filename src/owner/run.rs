@@ -99,7 +99,7 @@ impl Owner {
         self.drain_inline();
     }
 
-    /// Handle the completions engines delivered inline (see [`deliver`]).
+    /// Handle the completions engines delivered inline (see [`deliver`](super::deliver)).
     fn drain_inline(&mut self) {
         while let Some(msg) = INLINE.with(|q| q.borrow_mut().as_mut().and_then(|(_, q)| q.pop_front())) {
             self.handle(msg);

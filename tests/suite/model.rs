@@ -22,7 +22,8 @@
 //! seed; `BLOCKCACHE_SEED=<n> cargo test --test suite model::` reruns one (the
 //! same operations; thread interleavings vary). `BLOCKCACHE_MODEL_RUNS`
 //! sets runs per engine, `BLOCKCACHE_ENGINE=sync|uring` picks one engine,
-//! and `--ignored` runs the long form (and the variant with `close`).
+//! and `--ignored` runs the long form (without `close`; the variant with
+//! `close` and reopen runs at the default length every time).
 
 use crate::common;
 use blockcache::{Cache, Config, DeviceId, EngineKind, Error};
