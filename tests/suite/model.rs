@@ -3,6 +3,8 @@
 //! devices through a tiny cache (3–8 slots: blocks are evicted, written
 //! back and read again all the time), checked against a plain in-memory
 //! model of every device; at the end the cache and the files equal it.
+//! Half the runs read ahead (`Config::readahead`), so blocks also arrive
+//! unasked, in vectored runs, amid every other operation.
 //!
 //! How the model stays exact under concurrency: each device belongs to one
 //! thread, the only one that changes it (write, zeroed, byte writes,
@@ -50,6 +52,7 @@ struct Counts {
     busy: AtomicU64,
     aborts: AtomicU64,
     closes: AtomicU64,
+    readaheads: AtomicU64,
 }
 
 struct Block {
@@ -78,6 +81,9 @@ struct Run {
     blocks: u64,
     capacity: usize,
     ops: u64,
+    /// `Config::readahead` (0: off): half the runs read ahead, so blocks
+    /// come in unasked amid every other operation.
+    readahead: u32,
 }
 
 impl Run {
@@ -95,6 +101,11 @@ impl Run {
             blocks: r.range(4, 12),
             capacity: r.range(3, 8) as usize,
             ops: r.range(8, 40),
+            readahead: if r.range(0, 1) == 1 {
+                r.range(1, 8) as u32
+            } else {
+                0
+            },
         }
     }
 }
@@ -458,7 +469,8 @@ impl Worker {
 /// One run: fresh files and cache, `threads` workers, then the final check.
 fn run_one(kind: EngineKind, seed: u64, closes: bool, counts: &Arc<Counts>) {
     let p = Run::new(seed);
-    let cache = Cache::new(Config::new(BS, p.capacity).engine(kind)).unwrap();
+    let config = Config::new(BS, p.capacity).engine(kind).readahead(p.readahead);
+    let cache = Cache::new(config).unwrap();
     let mut rng = Rng::new(seed);
     let ndev = p.threads * p.devs_per_thread;
     let mut files = Vec::new();
@@ -551,6 +563,10 @@ fn run_one(kind: EngineKind, seed: u64, closes: bool, counts: &Arc<Counts>) {
     }
     let s = cache.stats();
     assert_eq!(s.io_errors, 0, "{kind:?} seed {seed}: {s:?}");
+    if p.readahead == 0 {
+        assert_eq!(s.readaheads, 0, "{kind:?} seed {seed}: read ahead while off");
+    }
+    counts.readaheads.fetch_add(s.readaheads, Relaxed);
     cache.shutdown().unwrap();
 }
 
@@ -593,7 +609,7 @@ fn model_test(default_runs: u64, closes: bool) {
         });
         println!(
             "model {kind:?}: {} runs, {} thread sequences, {} operations, {} blocks verified, \
-             {} Busy answers, {} aborts and {} closes that succeeded",
+             {} Busy answers, {} aborts and {} closes that succeeded, {} blocks read ahead",
             seeds.len(),
             counts.sequences.load(Relaxed),
             counts.ops.load(Relaxed),
@@ -601,6 +617,7 @@ fn model_test(default_runs: u64, closes: bool) {
             counts.busy.load(Relaxed),
             counts.aborts.load(Relaxed),
             counts.closes.load(Relaxed),
+            counts.readaheads.load(Relaxed),
         );
     }
 }

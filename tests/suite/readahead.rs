@@ -9,10 +9,11 @@
 
 use crate::common;
 
-use blockcache::{Config, EngineKind};
-use common::fault::assert_block;
+use blockcache::{Config, EngineKind, Error};
+use common::fault::{assert_block, wait_until};
 use common::scripted::{pattern_block, Answer, Call, ScriptedCache};
-use common::{engines, file_bytes, patterned_file};
+use common::watchdog::within;
+use common::{engines, file_bytes, patterned_file, spawn};
 
 fn reads(dev: blockcache::DeviceId, blocks: impl IntoIterator<Item = u64>) -> Vec<Call> {
     blocks.into_iter().map(|b| Call::Read(dev, b)).collect()
@@ -156,6 +157,43 @@ fn a_failed_read_ahead_is_read_again_by_its_get() {
     assert_eq!(fx.stats().io_errors, 1);
     fx.script.assert_met();
     fx.finish();
+}
+
+/// A close while blocks read ahead are still in flight waits them out:
+/// the device's engine is stopped only once every read has completed (the
+/// scripted engine records a stop with I/O in flight as a violation), and
+/// the blocks go with the device.
+#[test]
+fn a_close_waits_out_the_reads_ahead_in_flight() {
+    within("close during readahead", || {
+        let mut fx = ScriptedCache::with_config(|c| c.readahead(4), 64);
+        let dev = fx.open_device(100);
+        let other = fx.open_device(4);
+        expect_reads(&fx, dev, 0..2);
+        for b in 2..6 {
+            fx.script.expect(Call::Read(dev, b), Answer::Hold);
+        }
+        drop(fx.read(dev, 0).unwrap());
+        drop(fx.read(dev, 1).unwrap());
+        fx.script.wait_held(4);
+        let close = spawn(&fx, move |c| c.close(dev));
+        // The close has begun once the device refuses gets.
+        wait_until(|| matches!(fx.device_blocks(dev), Err(Error::UnknownDevice)));
+        for b in 2..6 {
+            fx.script.release(Call::Read(dev, b));
+            assert_eq!(fx.device_blocks(other).unwrap(), 4, "other devices are served");
+        }
+        close.join().unwrap().unwrap();
+        fx.script.assert_met();
+        assert_eq!(
+            fx.script.calls(),
+            reads(dev, 0..6),
+            "no write, no sync: nothing was dirty"
+        );
+        assert!(matches!(fx.device_blocks(dev), Err(Error::UnknownDevice)));
+        assert_eq!(fx.stats().readaheads, 4);
+        fx.finish();
+    });
 }
 
 /// On real files, both engines: a scan through readahead, with a cache a
