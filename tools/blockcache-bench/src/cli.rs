@@ -56,6 +56,10 @@ pub enum Baseline {
     Direct,
     /// Raw io_uring O_DIRECT reads at the same queue depth, no cache.
     Uring,
+    /// The cache's thread shape without the cache (random, depth 1): each
+    /// read sent to an owner thread that submits it to io_uring, a reaper
+    /// thread that reaps it and answers the client.
+    Handoff,
     /// An in-process `parking_lot::Mutex<HashMap<u64, Box<[u8]>>>`.
     Map,
     /// No baseline: the cache alone.
@@ -287,7 +291,7 @@ pub fn baselines_for(w: Workload) -> (&'static [Baseline], &'static [Baseline]) 
     use Baseline::*;
     match w {
         Workload::Hot => (&[Pread, Map], &[Pread, Map, Direct]),
-        Workload::Random => (&[Uring, Direct], &[Uring, Direct, Pread]),
+        Workload::Random => (&[Uring, Direct, Handoff], &[Uring, Direct, Handoff, Pread]),
         Workload::Mixed => (&[Direct, Pread], &[Direct, Pread]),
         Workload::Scan => (&[Pread, Uring], &[Pread, Uring, Direct]),
         Workload::Devices => (&[Direct, Pread, Uring], &[Direct, Pread, Uring]),

@@ -28,6 +28,7 @@
 pub mod cli;
 pub mod drive;
 pub mod files;
+pub mod handoff;
 pub mod keys;
 pub mod measure;
 pub mod plot;

@@ -200,19 +200,20 @@ pub fn test_file(plan: &Plan, min_blocks: u64, write: bool) -> Result<TestFile> 
 /// The plan's baselines, less io_uring where the kernel refuses it and it
 /// was not asked for by name (then it is an error). The note says so.
 pub fn usable_baselines(plan: &Plan) -> Result<(Vec<Baseline>, Option<String>)> {
-    if !plan.baselines.contains(&Baseline::Uring) {
+    let needs_uring = |b: &Baseline| matches!(b, Baseline::Uring | Baseline::Handoff);
+    if !plan.baselines.iter().any(needs_uring) {
         return Ok((plan.baselines.clone(), None));
     }
     match crate::uring::probe() {
         Ok(()) => Ok((plan.baselines.clone(), None)),
-        Err(e) if plan.baselines_explicit => bail!("--baseline uring: {e:#}"),
+        Err(e) if plan.baselines_explicit => bail!("--baseline uring/handoff: {e:#}"),
         Err(e) => Ok((
             plan.baselines
                 .iter()
                 .copied()
-                .filter(|&b| b != Baseline::Uring)
+                .filter(|b| !needs_uring(b))
                 .collect(),
-            Some(format!("raw io_uring baseline skipped: {e:#}")),
+            Some(format!("io_uring baselines skipped: {e:#}")),
         )),
     }
 }

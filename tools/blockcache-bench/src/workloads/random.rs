@@ -10,6 +10,7 @@ use super::{
 use crate::cli::{show_size, Baseline, Plan};
 use crate::drive::run_threads;
 use crate::files::{drop_page_cache, open_buffered, open_direct, TestFile};
+use crate::handoff::Handoff;
 use crate::keys::{seed, Uniform};
 use crate::report::{Sample, WorkloadReport};
 use crate::rig::Rig;
@@ -45,6 +46,9 @@ impl Random {
                         match b {
                             Baseline::Uring => cases.push(Case::new(uring_qd(d), System::Base(b), d)),
                             Baseline::Direct if d == 1 => cases.push(Case::new("direct", System::Base(b), 1)),
+                            Baseline::Handoff if d == 1 => {
+                                cases.push(Case::new("uring via 2 threads", System::Base(b), 1))
+                            }
                             Baseline::Pread if d == 1 => {
                                 cases.push(Case::new("pread (cold)", System::Base(b), 1))
                             }
@@ -161,6 +165,21 @@ impl Runner for Random {
                         ring.read_loop(file.as_raw_fd(), |i| k.at(i) * bs as u64, rec)
                     },
                 )?;
+                Ok(Sample::from_timed(timed))
+            }
+            System::Base(Baseline::Handoff) => {
+                let file = open_direct(path, false)?;
+                let handoff = Handoff::start(threads)?;
+                let timed = run_threads(
+                    threads,
+                    limit,
+                    |_| Ok(handoff.client(bs)),
+                    |t, mut client, rec| {
+                        let k = keys(t);
+                        rec.each(|i| client.read(file.as_raw_fd(), k.at(i) * bs as u64))
+                    },
+                )?;
+                handoff.stop()?;
                 Ok(Sample::from_timed(timed))
             }
             System::Base(b) => {
