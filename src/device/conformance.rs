@@ -300,15 +300,23 @@ fn a_run_across_eof_fails_only_past_it(engine: &mut dyn Engine, pool: &Arc<Pool>
             assert!(result.is_ok(), "block {} before EOF: {result:?}", req.block);
             assert_block(&req, req.block);
         } else {
-            let err = result.expect_err("read past EOF reported success");
-            assert_eq!(
-                err.kind(),
-                io::ErrorKind::UnexpectedEof,
-                "block {}: {err}",
-                req.block
-            );
+            assert_past_eof(&req, result);
         }
     }
+}
+
+/// `req`, a read past the end of the file, failed as such, naming its
+/// offset.
+fn assert_past_eof(req: &IoRequest, result: Result<(), io::Error>) {
+    let err = result.expect_err("read past EOF reported success");
+    assert_eq!(
+        err.kind(),
+        io::ErrorKind::UnexpectedEof,
+        "block {}: {err}",
+        req.block
+    );
+    let at = (req.block * BS as u64).to_string();
+    assert!(err.to_string().contains(&at), "error names no offset: {err}");
 }
 
 fn reads_past_eof_fail(engine: &mut dyn Engine, pool: &Arc<Pool>, rx: &Receiver<Completion>) {
@@ -317,14 +325,6 @@ fn reads_past_eof_fail(engine: &mut dyn Engine, pool: &Arc<Pool>, rx: &Receiver<
     engine.submit(request(pool, 1, IoKind::Read, 70));
     engine.unplug();
     for (req, result) in collect(rx, 2) {
-        let err = result.expect_err("read past EOF reported success");
-        assert_eq!(
-            err.kind(),
-            io::ErrorKind::UnexpectedEof,
-            "block {}: {err}",
-            req.block
-        );
-        let at = (req.block * BS as u64).to_string();
-        assert!(err.to_string().contains(&at), "error names no offset: {err}");
+        assert_past_eof(&req, result);
     }
 }
