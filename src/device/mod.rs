@@ -4,6 +4,7 @@
 #[cfg(test)]
 mod conformance;
 pub mod engine;
+mod runs;
 pub(crate) mod sync;
 mod transfer;
 pub(crate) mod uring;

@@ -1,13 +1,16 @@
 //! The synchronous engine: a few worker threads doing `pread`, `pwrite` and
 //! `fdatasync`. It stands in where io_uring cannot be set up (sysctl
 //! `kernel.io_uring_disabled`, seccomp, old kernels) and is always
-//! available, so tests can select it too.
+//! available, so tests can select it too. Adjacent blocks submitted in
+//! one batch go as one `preadv`/`pwritev` (see [`runs`](super::runs)).
 
 use super::engine::{Completer, Engine, EngineFactory, IoKind, IoRequest};
+use super::runs::{split_into_runs, whole};
 use super::transfer::{ends_at_eof, no_buffer, short_transfer};
 use super::DeviceFile;
 use crossbeam_channel::{Receiver, Sender};
-use std::io;
+use std::io::{self, IoSlice, IoSliceMut};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -28,23 +31,41 @@ impl EngineFactory for SyncFactory {
     }
 }
 
-/// Worker threads sharing one request channel. The channel is the queue:
+/// What a worker takes: one request, or a run of adjacent ones.
+enum Job {
+    One(IoRequest),
+    Run(Vec<IoRequest>),
+}
+
+impl Job {
+    fn into_requests(self) -> Vec<IoRequest> {
+        match self {
+            Job::One(req) => vec![req],
+            Job::Run(reqs) => reqs,
+        }
+    }
+}
+
+/// Worker threads sharing one job channel. The channel is the queue:
 /// `submit` never waits for a worker.
 pub(crate) struct SyncEngine {
-    tx: Option<Sender<IoRequest>>,
-    /// Kept so requests a dead worker pool never took can still be failed
+    tx: Option<Sender<Job>>,
+    /// Kept so jobs a dead worker pool never took can still be failed
     /// rather than silently dropped.
-    rx: Receiver<IoRequest>,
+    rx: Receiver<Job>,
+    /// Submitted since the last unplug, to go as runs.
+    plugged: Vec<IoRequest>,
     workers: Vec<JoinHandle<()>>,
     done: Completer,
 }
 
 impl SyncEngine {
     fn start(depth: u32, device: Arc<DeviceFile>, done: Completer) -> io::Result<SyncEngine> {
-        let (tx, rx) = crossbeam_channel::unbounded::<IoRequest>();
+        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
         let mut engine = SyncEngine {
             tx: Some(tx),
             rx,
+            plugged: Vec::new(),
             workers: Vec::new(),
             done,
         };
@@ -65,9 +86,14 @@ impl SyncEngine {
                 .spawn(move || {
                     crate::idle::prepare_to_wait(&rx, 1);
                     let _ = ready.send(());
-                    for mut req in &rx {
-                        let result = perform(&device, &mut req);
-                        done.complete(req, result);
+                    for job in &rx {
+                        match job {
+                            Job::One(mut req) => {
+                                let result = perform(&device, &mut req);
+                                done.complete(req, result);
+                            }
+                            Job::Run(run) => perform_run(&device, run, &done),
+                        }
                     }
                 });
             match spawned {
@@ -89,16 +115,33 @@ impl SyncEngine {
 }
 
 impl Engine for SyncEngine {
+    /// Takes `req`; it goes to the workers at the next `unplug`, in a run
+    /// with the adjacent blocks submitted with it.
     fn submit(&mut self, req: IoRequest) {
         match &self.tx {
-            // The channel is unbounded and we hold a receiver, so this
-            // cannot fail.
-            Some(tx) => drop(tx.send(req)),
+            Some(_) => self.plugged.push(req),
             None => fail(&self.done, req, "engine is stopped"),
         }
     }
 
+    fn unplug(&mut self) {
+        let Some(tx) = &self.tx else { return };
+        let mut batch = std::mem::take(&mut self.plugged);
+        split_into_runs(&mut batch, |mut run| {
+            let job = match run.len() {
+                1 => Job::One(run.pop().expect("one")),
+                _ => Job::Run(run),
+            };
+            // The channel is unbounded and we hold a receiver, so this
+            // cannot fail.
+            drop(tx.send(job));
+        });
+        self.plugged = batch;
+    }
+
     fn stop(&mut self) {
+        // Called with nothing in flight; anything plugged still goes.
+        self.unplug();
         // A worker's receive loop ends once the channel is empty and this,
         // the only sender, is gone: everything submitted is done first.
         self.tx = None;
@@ -146,16 +189,56 @@ fn perform(device: &DeviceFile, req: &mut IoRequest) -> io::Result<()> {
     Ok(())
 }
 
+/// Move a run of adjacent blocks with one `preadv`/`pwritev`, and complete
+/// each request: those it moved whole with success, the rest done again
+/// one by one (where short transfers, EOF and errors are handled per
+/// block).
+fn perform_run(device: &DeviceFile, mut run: Vec<IoRequest>, done: &Completer) {
+    let kind = run[0].kind();
+    let offset = run[0].offset() as libc::off_t;
+    let fd = device.file().as_raw_fd();
+    let moved = retry_eintr(|| {
+        // `as c_int` cannot truncate: a run has at most runs::MAX_RUN blocks.
+        let rc = if kind == IoKind::Read {
+            let mut iov: Vec<IoSliceMut<'_>> = run
+                .iter_mut()
+                .filter_map(|r| r.buffer_mut().map(IoSliceMut::new))
+                .collect();
+            // SAFETY: `IoSliceMut` has the layout of `iovec` on Unix; each
+            // of the `iov.len()` points into one request's block, borrowed
+            // mutably (and so exclusively) from the run for the call.
+            unsafe { libc::preadv(fd, iov.as_mut_ptr().cast(), iov.len() as libc::c_int, offset) }
+        } else {
+            let iov: Vec<IoSlice<'_>> = run.iter().filter_map(|r| r.buffer().map(IoSlice::new)).collect();
+            // SAFETY: `IoSlice` has the layout of `iovec` on Unix; each of
+            // the `iov.len()` points into one request's block, borrowed
+            // from the run for the call, and is only read.
+            unsafe { libc::pwritev(fd, iov.as_ptr().cast(), iov.len() as libc::c_int, offset) }
+        };
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(rc as usize)
+        }
+    })
+    .unwrap_or(0);
+    let ok = whole(&run, moved);
+    for (i, mut req) in run.into_iter().enumerate() {
+        let result = if i < ok { Ok(()) } else { perform(device, &mut req) };
+        done.complete(req, result);
+    }
+}
+
 /// Complete every request still queued in `rx` with an error saying `why`:
 /// those an engine's threads will never take.
-pub(super) fn fail_all(rx: &Receiver<IoRequest>, done: &Completer, why: &str) {
-    for req in rx.try_iter() {
+fn fail_all(rx: &Receiver<Job>, done: &Completer, why: &str) {
+    for req in rx.try_iter().flat_map(Job::into_requests) {
         fail(done, req, why);
     }
 }
 
 /// Complete `req` with an error saying `why`.
-pub(super) fn fail(done: &Completer, req: IoRequest, why: &str) {
+fn fail(done: &Completer, req: IoRequest, why: &str) {
     done.complete(req, Err(io::Error::other(why.to_owned())));
 }
 

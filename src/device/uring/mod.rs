@@ -11,13 +11,11 @@
 //! thread sleeps there.
 //!
 //! Adjacent blocks submitted in one batch go to the kernel as one
-//! vectored I/O (`READV`/`WRITEV`, at most [`MAX_RUN`] blocks and
-//! [`MAX_RUN_BYTES`]): one SQE, one completion, one pass through the
-//! filesystem's and block layer's per-I/O work, for a readahead window or
-//! a writeback batch. Each block keeps its own request: a run that ends
-//! short or fails is split, the blocks it transferred whole complete, and
-//! the rest are started again one by one, so a failed block fails only its
-//! own request and a transient fault costs no neighbour its block.
+//! vectored I/O (`READV`/`WRITEV`, see [`runs`](super::runs)): one SQE and
+//! one completion for the run. A run that ends short or fails is split,
+//! the blocks it transferred whole complete, and the rest are started
+//! again one by one, so a failed block fails only its own request and a
+//! transient fault costs no neighbour its block.
 //!
 //! Both threads use the submission side: the owner for new requests, the
 //! reaper to continue a short transfer, retry an interrupted one, or start
@@ -30,6 +28,7 @@
 mod reaper;
 
 use super::engine::{Completer, Engine, EngineFactory, IoKind, IoRequest};
+use super::runs::{block_len, split_into_runs};
 use super::transfer::no_buffer;
 use super::DeviceFile;
 use io_uring::{opcode, squeue, types, IoUring, Probe};
@@ -58,12 +57,6 @@ const STOP: u64 = u64::MAX;
 const MAX_RETRIES: u32 = 64;
 /// Pause after `io_uring_enter` reports a lack of resources.
 const BACKOFF: Duration = Duration::from_millis(1);
-/// Most blocks in one vectored I/O.
-pub(crate) const MAX_RUN: usize = 64;
-/// Most bytes in one vectored I/O: large enough that the per-I/O cost is
-/// spread thin, small enough that the first block of a run is not kept
-/// long behind the rest (256 KiB, a few hundred µs on a SATA SSD).
-pub(crate) const MAX_RUN_BYTES: usize = 256 << 10;
 
 /// Can io_uring be set up in this process? Err carries the kernel's reason
 /// (ENOSYS, EPERM from seccomp or kernel.io_uring_disabled, ...).
@@ -185,19 +178,6 @@ impl InFlight {
     }
 }
 
-fn block_len(req: &IoRequest) -> usize {
-    req.buffer().map_or(0, <[u8]>::len)
-}
-
-/// `next` starts where `prev` ends, and both move a block the same way.
-fn adjacent(prev: &IoRequest, next: &IoRequest) -> bool {
-    prev.kind == next.kind
-        && prev.kind != IoKind::Fsync
-        && prev.buf.is_some()
-        && next.buf.is_some()
-        && prev.offset.checked_add(block_len(prev) as u64) == Some(next.offset)
-}
-
 /// The submission side of a ring. Its lock is what lets two threads push
 /// SQEs: the queue's tail is written by one thread at a time.
 struct Submit {
@@ -252,7 +232,7 @@ impl RingShared {
         self.push_io(sub, key, refused);
     }
 
-    /// Start `reqs`, adjacent blocks in order (see [`adjacent`]), as one
+    /// Start `reqs`, adjacent blocks in order (a run), as one
     /// vectored I/O if there is room, else queue them one by one.
     fn start_run(&self, sub: &mut Submit, mut reqs: Vec<IoRequest>, refused: &mut Refused) {
         if reqs.len() < 2 || sub.inflight.len() >= sub.depth {
@@ -264,9 +244,7 @@ impl RingShared {
         let iov = reqs
             .iter_mut()
             .map(|r| {
-                let buf = r
-                    .buffer_raw()
-                    .expect("adjacent() admits only requests with a block");
+                let buf = r.buffer_raw().expect("a run holds only requests with a block");
                 libc::iovec {
                     iov_base: buf.as_ptr().cast(),
                     iov_len: buf.len(),
@@ -292,27 +270,10 @@ impl RingShared {
         self.push_io(sub, key, refused);
     }
 
-    /// Start what was submitted since the last unplug: sorted by kind and
-    /// offset, adjacent blocks grouped into runs.
+    /// Start what was submitted since the last unplug, as runs.
     fn start_plugged(&self, sub: &mut Submit, refused: &mut Refused) {
         let mut batch = std::mem::take(&mut sub.plugged);
-        batch.sort_by_key(|r| (r.kind as u8, r.offset));
-        let mut run: Vec<IoRequest> = Vec::new();
-        let mut run_bytes = 0;
-        for req in batch.drain(..) {
-            let joins = run.last().is_some_and(|last| {
-                adjacent(last, &req) && run.len() < MAX_RUN && run_bytes + block_len(&req) <= MAX_RUN_BYTES
-            });
-            if !joins && !run.is_empty() {
-                self.start_run(sub, std::mem::take(&mut run), refused);
-                run_bytes = 0;
-            }
-            run_bytes += block_len(&req);
-            run.push(req);
-        }
-        if !run.is_empty() {
-            self.start_run(sub, run, refused);
-        }
+        split_into_runs(&mut batch, |run| self.start_run(sub, run, refused));
         // Keep the allocation for the next batch.
         sub.plugged = batch;
     }
@@ -335,7 +296,7 @@ impl RingShared {
             (IoKind::Fsync, _, _) => opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build(),
             (kind, Some(_), Some((iov, n))) => {
                 debug_assert_eq!(f.done, 0, "a run is split, never continued");
-                // A run has at most MAX_RUN iovecs: `n` fits.
+                // A run has at most runs::MAX_RUN iovecs: `n` fits.
                 match kind {
                     IoKind::Read => opcode::Readv::new(fd, iov, n).offset(offset).build(),
                     _ => opcode::Writev::new(fd, iov, n).offset(offset).build(),

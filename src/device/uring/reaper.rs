@@ -13,8 +13,9 @@
 //! fails, the requests are leaked (each keeps the pool alive), which beats
 //! a buffer reused under a live DMA.
 
-use super::{block_len, settle, Refused, RingShared, Submit, MAX_RETRIES, STOP};
+use super::{settle, Refused, RingShared, Submit, MAX_RETRIES, STOP};
 use crate::device::engine::{IoKind, IoRequest};
+use crate::device::runs::block_len;
 use crate::device::transfer::{ends_at_eof, short_transfer};
 use std::collections::VecDeque;
 use std::io;

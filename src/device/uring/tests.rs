@@ -114,7 +114,7 @@ fn panicking_reaper_waits_for_the_kernel() {
 }
 
 /// Adjacent blocks submitted in one batch go as one vectored I/O each run
-/// of at most `MAX_RUN`, and every request still completes on its own with
+/// of at most `runs::MAX_RUN`, and every request still completes on its own with
 /// its own block's bytes; a run counts once against the depth.
 #[test]
 fn adjacent_blocks_go_as_vectored_runs() {
@@ -137,8 +137,9 @@ fn adjacent_blocks_go_as_vectored_runs() {
     let runs = engine.shared.as_ref().unwrap().lock().runs;
     assert_eq!(
         runs,
-        100usize.div_ceil(MAX_RUN),
-        "runs of at most {MAX_RUN} blocks"
+        100usize.div_ceil(crate::device::runs::MAX_RUN),
+        "runs of at most {} blocks",
+        crate::device::runs::MAX_RUN
     );
     engine.stop();
 }

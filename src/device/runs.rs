@@ -1,0 +1,66 @@
+//! Runs: adjacent blocks submitted in one batch, moved as one vectored
+//! I/O by either built-in engine. One pass through the filesystem's and
+//! block layer's per-I/O work for a readahead window or a writeback batch,
+//! instead of one per block. Each block keeps its own request: a run that
+//! ends short or fails is split by its engine, the blocks moved whole
+//! complete, and the rest are done again one by one, so a bad block fails
+//! only its own request.
+
+use super::engine::{IoKind, IoRequest};
+
+/// Most blocks in one run.
+pub(crate) const MAX_RUN: usize = 64;
+/// Most bytes in one run: large enough that the per-I/O cost is spread
+/// thin, small enough that the first block of a run is not kept long
+/// behind the rest (256 KiB, a few hundred µs on a SATA SSD).
+pub(crate) const MAX_RUN_BYTES: usize = 256 << 10;
+
+/// Bytes a request moves (0 for fsync).
+pub(super) fn block_len(req: &IoRequest) -> usize {
+    req.buffer().map_or(0, <[u8]>::len)
+}
+
+/// `next` starts where `prev` ends, and both move a block the same way.
+fn adjacent(prev: &IoRequest, next: &IoRequest) -> bool {
+    prev.kind == next.kind
+        && prev.kind != IoKind::Fsync
+        && prev.buf.is_some()
+        && next.buf.is_some()
+        && prev.offset.checked_add(block_len(prev) as u64) == Some(next.offset)
+}
+
+/// Hand `batch`, sorted by kind and offset, to `start` as runs: each a
+/// `Vec` of adjacent requests in block order, at most [`MAX_RUN`] blocks
+/// and [`MAX_RUN_BYTES`]; a request with no neighbour is a run of one.
+/// `batch` is left empty, its allocation kept.
+pub(super) fn split_into_runs(batch: &mut Vec<IoRequest>, mut start: impl FnMut(Vec<IoRequest>)) {
+    batch.sort_by_key(|r| (r.kind as u8, r.offset));
+    let mut run: Vec<IoRequest> = Vec::new();
+    let mut run_bytes = 0;
+    for req in batch.drain(..) {
+        let joins = run.last().is_some_and(|last| {
+            adjacent(last, &req) && run.len() < MAX_RUN && run_bytes + block_len(&req) <= MAX_RUN_BYTES
+        });
+        if !joins && !run.is_empty() {
+            start(std::mem::take(&mut run));
+            run_bytes = 0;
+        }
+        run_bytes += block_len(&req);
+        run.push(req);
+    }
+    if !run.is_empty() {
+        start(run);
+    }
+}
+
+/// How many requests of `run`, in order, a transfer of `moved` bytes
+/// finished whole.
+pub(super) fn whole(run: &[IoRequest], moved: usize) -> usize {
+    let mut end = 0;
+    run.iter()
+        .take_while(|r| {
+            end += block_len(r);
+            end <= moved
+        })
+        .count()
+}
