@@ -64,3 +64,74 @@ pub(super) fn whole(run: &[IoRequest], moved: usize) -> usize {
         })
         .count()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::conformance::{request, BS};
+    use crate::shared::pool::Pool;
+
+    /// The runs `split_into_runs` makes of `reqs`, as (kind, first block,
+    /// blocks) triples.
+    fn runs_of(reqs: Vec<IoRequest>) -> Vec<(IoKind, u64, usize)> {
+        let mut batch = reqs;
+        let mut out = Vec::new();
+        split_into_runs(&mut batch, |run| {
+            for pair in run.windows(2) {
+                assert_eq!(pair[0].block + 1, pair[1].block, "a run is adjacent, in order");
+            }
+            out.push((run[0].kind, run[0].block, run.len()));
+        });
+        assert!(batch.is_empty());
+        out
+    }
+
+    #[test]
+    fn adjacent_blocks_of_one_kind_make_runs_in_order() {
+        let pool = Pool::new(BS, 256).unwrap();
+        let r = |tag: u64, kind, block| request(&pool, tag, kind, block);
+        let got = runs_of(vec![
+            r(0, IoKind::Read, 12),
+            r(1, IoKind::Write, 3),
+            r(2, IoKind::Read, 10),
+            r(3, IoKind::Read, 11),
+            r(4, IoKind::Fsync, 0),
+            r(5, IoKind::Write, 4),
+            r(6, IoKind::Read, 20),
+            r(7, IoKind::Write, 6),
+        ]);
+        assert_eq!(
+            got,
+            [
+                (IoKind::Read, 10, 3),
+                (IoKind::Read, 20, 1),
+                (IoKind::Write, 3, 2),
+                (IoKind::Write, 6, 1),
+                (IoKind::Fsync, 0, 1),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_run_stops_at_its_limits() {
+        let pool = Pool::new(BS, 256).unwrap();
+        let reqs = (0..150).map(|b| request(&pool, b, IoKind::Read, b)).collect();
+        let limit = MAX_RUN.min(MAX_RUN_BYTES / BS);
+        let got = runs_of(reqs);
+        let lens: Vec<usize> = got.iter().map(|r| r.2).collect();
+        assert!(lens.iter().all(|&n| n <= limit), "{lens:?}");
+        assert_eq!(lens.iter().sum::<usize>(), 150);
+        assert_eq!(lens.len(), 150usize.div_ceil(limit));
+    }
+
+    #[test]
+    fn whole_counts_the_blocks_a_transfer_finished() {
+        let pool = Pool::new(BS, 4).unwrap();
+        let run: Vec<IoRequest> = (0..4).map(|b| request(&pool, b, IoKind::Read, b)).collect();
+        assert_eq!(whole(&run, 0), 0);
+        assert_eq!(whole(&run, BS - 1), 0);
+        assert_eq!(whole(&run, BS), 1);
+        assert_eq!(whole(&run, 3 * BS + 100), 3);
+        assert_eq!(whole(&run, 4 * BS), 4);
+    }
+}
