@@ -11,8 +11,8 @@ use std::ptr::NonNull;
 
 impl Core {
     /// The fast path: take a resident block without asking the owner. A
-    /// lookup that only loads (see `shared/index.rs`), then for a reader an
-    /// entry in this thread's record (`shared/readers.rs`), else one CAS on
+    /// lookup that only loads (see `src/shared/index.rs`), then for a reader an
+    /// entry in this thread's record (`src/shared/readers.rs`), else one CAS on
     /// the slot's word; and a check that the slot still holds our block
     /// (see `shared::slot_state` for why that makes the race with eviction
     /// harmless). `None` sends the get to the owner: not resident, in I/O,
@@ -23,7 +23,7 @@ impl Core {
     /// A hit on a big cache costs what it loads from lines no other hit of
     /// this thread brought in. Those are two, whatever the capacity:
     ///
-    /// 1. the index place the key hashes to (`shared/index.rs`; a second,
+    /// 1. the index place the key hashes to (`src/shared/index.rs`; a second,
     ///    rarely, when the probe runs past the line's eight places — the
     ///    table is at most half full, so a probe is ~1.5 places). Needed:
     ///    it is how a client finds the slot without asking the owner.
