@@ -10,20 +10,9 @@ use blockcache::engine::IoKind::{Fsync, Read, Write};
 use blockcache::Error;
 use common::fault::*;
 use common::*;
-use std::path::Path;
 
 const EIO: i32 = libc::EIO;
 const ENOSPC: i32 = libc::ENOSPC;
-
-/// Block `b` of the file as the test wrote it.
-fn original(b: u64) -> Vec<u8> {
-    (b * BS as u64..(b + 1) * BS as u64).map(pattern).collect()
-}
-
-/// Block `b` of the file as it is on disk now.
-fn on_disk(path: &Path, b: u64) -> Vec<u8> {
-    file_bytes(path, b * BS as u64, BS)
-}
 
 #[test]
 fn failed_writeback_stays_dirty_fails_flush_and_next_flush_writes_it() {

@@ -15,18 +15,9 @@ use blockcache::Error;
 use common::fault::*;
 use common::watchdog::{fds_on, within};
 use common::*;
-use std::path::Path;
 use std::thread;
 
 const EIO: i32 = libc::EIO;
-
-fn original(b: u64) -> Vec<u8> {
-    (b * BS as u64..(b + 1) * BS as u64).map(pattern).collect()
-}
-
-fn on_disk(path: &Path, b: u64) -> Vec<u8> {
-    file_bytes(path, b * BS as u64, BS)
-}
 
 #[test]
 fn shutdown_waits_out_a_writeback_in_flight_and_a_live_guard_writes_later() {

@@ -27,6 +27,7 @@ use blockcache::engine::{Completer, Engine, EngineFactory, IoKind, IoRequest};
 use blockcache::{Cache, Config, DeviceId};
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// The block size the fault tests use.
@@ -339,6 +340,16 @@ fn perform(device: &DeviceFile, req: &mut IoRequest) -> io::Result<()> {
 pub fn fault_cache(plan: &FaultPlan, capacity: usize) -> Cache {
     Cache::new(Config::new(BS, capacity).custom_engine(Arc::new(plan.factory())))
         .expect("cache with the fault engine")
+}
+
+/// Block `b` (of [`BS`] bytes) of a `patterned_file` as the test made it.
+pub fn original(b: u64) -> Vec<u8> {
+    (b * BS as u64..(b + 1) * BS as u64).map(super::pattern).collect()
+}
+
+/// Block `b` (of [`BS`] bytes) of the file at `path` as it is on disk now.
+pub fn on_disk(path: &Path, b: u64) -> Vec<u8> {
+    super::file_bytes(path, b * BS as u64, BS)
 }
 
 /// The blocks written, in order, among `ops`.

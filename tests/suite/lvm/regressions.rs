@@ -10,17 +10,8 @@ use blockcache::engine::IoKind::{Fsync, Read, Write};
 use blockcache::{Cache, DeviceId, Error};
 use common::fault::*;
 use common::*;
-use std::path::Path;
 
 const EIO: i32 = libc::EIO;
-
-fn original(b: u64) -> Vec<u8> {
-    (b * BS as u64..(b + 1) * BS as u64).map(pattern).collect()
-}
-
-fn on_disk(path: &Path, b: u64) -> Vec<u8> {
-    file_bytes(path, b * BS as u64, BS)
-}
 
 /// A round trip through the owner: every message this thread sent before
 /// (puts included) has been handled when it returns.
