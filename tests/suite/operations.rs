@@ -1447,12 +1447,8 @@ fn flush_syncs_writes_made_by_invalidate_and_eviction() {
 #[test]
 fn two_caches_in_one_process_are_independent() {
     for kind in engines() {
-        let fa = patterned_file(16 * BU);
-        let fb = patterned_file(16 * BU);
-        let a = cache(kind, B, 8);
-        let b = cache(kind, B, 8);
-        let da = a.open(fa.path()).unwrap();
-        let db = b.open(fb.path()).unwrap();
+        let (fa, a, da) = cache_with_file(kind, B, 8, 16);
+        let (fb, b, db) = cache_with_file(kind, B, 8, 16);
         a.write(da, 0).unwrap().fill(0x11);
         b.write(db, 0).unwrap().fill(0x22);
         drop(b.read(db, 1).unwrap());

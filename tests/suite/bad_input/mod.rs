@@ -467,12 +467,8 @@ fn a_device_of_another_cache_is_unknown() {
 #[test]
 fn a_device_of_another_cache_is_unknown_even_when_that_cache_has_devices() {
     for kind in engines() {
-        let fa = patterned_file(16 * BU);
-        let fb = patterned_file(16 * BU);
-        let a = cache(kind, B, 8);
-        let b = cache(kind, B, 8);
-        let da = a.open(fa.path()).unwrap();
-        let db = b.open(fb.path()).unwrap();
+        let (fa, a, da) = cache_with_file(kind, B, 8, 16);
+        let (fb, b, db) = cache_with_file(kind, B, 8, 16);
         assert_unknown(b.read(da, 0), &format!("{kind:?}: b.read(a's device)"));
         assert_unknown(b.write(da, 0), &format!("{kind:?}: b.write(a's device)"));
         assert_unknown(a.close(db), &format!("{kind:?}: a.close(b's device)"));

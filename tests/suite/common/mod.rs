@@ -1,7 +1,7 @@
 //! Shared by the integration tests: real files with a known pattern, the
 //! engines to run each test on, and the test engines and fixtures below.
 
-use blockcache::{Cache, Config, EngineKind};
+use blockcache::{Cache, Config, DeviceId, EngineKind};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use tempfile::NamedTempFile;
@@ -44,6 +44,20 @@ pub fn engines() -> Vec<EngineKind> {
 
 pub fn cache(kind: EngineKind, block_size: usize, capacity: usize) -> Cache {
     Cache::new(Config::new(block_size, capacity).engine(kind)).expect("cache")
+}
+
+/// A [`cache`] with a fresh [`patterned_file`] of `blocks` blocks open in
+/// it: the file (kept alive), the cache and the file's device.
+pub fn cache_with_file(
+    kind: EngineKind,
+    block_size: usize,
+    capacity: usize,
+    blocks: u64,
+) -> (NamedTempFile, Cache, DeviceId) {
+    let f = patterned_file(blocks * block_size as u64);
+    let cache = cache(kind, block_size, capacity);
+    let dev = cache.open(f.path()).expect("open the patterned file");
+    (f, cache, dev)
 }
 
 /// The name the test harness gives test `name` of the module whose
