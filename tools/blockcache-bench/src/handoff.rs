@@ -7,7 +7,7 @@
 //! get, it shows how much of a miss is the shape and how much the cache.
 
 use crate::files::AlignedBuf;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use io_uring::{opcode, types, IoUring};
 use std::os::fd::RawFd;
@@ -149,13 +149,7 @@ impl Client {
             })
             .context("the owner thread is gone")?;
         let res = self.reply.1.recv().context("the reaper thread is gone")?;
-        if res < 0 {
-            return Err(std::io::Error::from_raw_os_error(-res)).context("io_uring read");
-        }
-        if res as u32 != len {
-            bail!("io_uring read returned {res} bytes, not {len}");
-        }
-        Ok(())
+        crate::uring::check_read(res, len as usize)
     }
 }
 

@@ -79,13 +79,7 @@ impl Ring {
     }
 
     fn check(&self, res: i32) -> Result<()> {
-        if res < 0 {
-            return Err(std::io::Error::from_raw_os_error(-res)).context("io_uring read");
-        }
-        if res as usize != self.block {
-            bail!("io_uring read returned {res} bytes, not {}", self.block);
-        }
-        Ok(())
+        check_read(res, self.block)
     }
 
     /// Keep `slots` reads in flight, the i-th at `offset(i)` of `fd`,
@@ -132,6 +126,18 @@ impl Ring {
         }
         Ok(())
     }
+}
+
+/// A read's completion result `res`: an error for a negative errno, or for
+/// fewer (or more) bytes than the `len` asked for.
+pub fn check_read(res: i32, len: usize) -> Result<()> {
+    if res < 0 {
+        return Err(std::io::Error::from_raw_os_error(-res)).context("io_uring read");
+    }
+    if res as usize != len {
+        bail!("io_uring read returned {res} bytes, not {len}");
+    }
+    Ok(())
 }
 
 impl Drop for Ring {
