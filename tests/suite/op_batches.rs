@@ -17,7 +17,7 @@ use blockcache::{Cache, Config, DeviceId, Error};
 use common::fault::{assert_block, assert_filled, errno_of};
 use common::scripted::{pattern_block, Answer, Call, ScriptedCache};
 use common::watchdog::within;
-use common::{engines, file_bytes, patterned_file, spawn};
+use common::{engines, file_bytes, patterned_file, sparse_file, spawn};
 use std::thread;
 
 const DEPTH: u32 = 2;
@@ -244,12 +244,6 @@ fn a_second_flush_joins_the_writes_of_the_first() {
         assert_eq!(fx.stats().writes_issued, 10);
         fx.finish();
     });
-}
-
-fn sparse_file(bytes: u64) -> tempfile::NamedTempFile {
-    let f = tempfile::NamedTempFile::new_in("/var/tmp").expect("temp file in /var/tmp");
-    f.as_file().set_len(bytes).unwrap();
-    f
 }
 
 /// A close whose final sweep takes several steps (the device holds more

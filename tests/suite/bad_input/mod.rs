@@ -856,8 +856,7 @@ fn byte_ranges_larger_than_memory_are_walked_not_materialised() {
         return;
     };
     let case = case.to_str().unwrap().to_string();
-    let sparse = tempfile::NamedTempFile::new_in("/var/tmp").unwrap();
-    sparse.as_file().set_len(SIZE).unwrap();
+    let sparse = sparse_file(SIZE);
     let plan = FaultPlan::new();
     let cache =
         Cache::new(Config::new(BLOCK, 64).custom_engine(std::sync::Arc::new(plan.factory()))).unwrap();

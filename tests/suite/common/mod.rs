@@ -22,6 +22,14 @@ pub fn patterned_file(bytes: u64) -> NamedTempFile {
     f
 }
 
+/// A file of `bytes` bytes, all of them a hole, in /var/tmp (as
+/// [`patterned_file`]).
+pub fn sparse_file(bytes: u64) -> NamedTempFile {
+    let f = NamedTempFile::new_in("/var/tmp").expect("temp file in /var/tmp");
+    f.as_file().set_len(bytes).expect("size the sparse file");
+    f
+}
+
 /// The file's bytes at `offset..offset+len`, read around the cache.
 pub fn file_bytes(path: &Path, offset: u64, len: usize) -> Vec<u8> {
     let mut f = std::fs::File::open(path).unwrap();

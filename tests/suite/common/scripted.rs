@@ -473,8 +473,7 @@ impl ScriptedCache {
     /// Open a new device of `blocks` blocks (a sparse temp file the engine
     /// never touches).
     pub fn open_device(&mut self, blocks: u64) -> DeviceId {
-        let f = NamedTempFile::new_in("/var/tmp").expect("temp file in /var/tmp");
-        f.as_file().set_len(blocks * BS as u64).unwrap();
+        let f = super::sparse_file(blocks * BS as u64);
         let dev = self.cache().open(f.path()).expect("open the device");
         self.files.push(f);
         self.devs.push(dev);
