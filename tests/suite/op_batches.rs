@@ -271,14 +271,13 @@ fn a_close_of_many_blocks_drops_exactly_its_own_while_another_device_reads() {
             let reader = {
                 let (cache, stop) = (cache.clone(), stop.clone());
                 thread::spawn(move || {
-                    let mut i = 0u64;
-                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        let blk = i % 64;
+                    for blk in (0..64).cycle() {
+                        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            break;
+                        }
                         let want = file_bytes(b_file.path(), blk * BS as u64, BS);
                         assert_block(&cache.read(b, blk).unwrap(), &want, &format!("B {blk}"));
-                        i += 1;
                     }
-                    i
                 })
             };
             cache.close(a).unwrap();
