@@ -52,7 +52,7 @@ impl Owner {
                     dirtied,
                     reply,
                 } => {
-                    self.shared.slots[slot as usize].state.let_go(write, dirtied);
+                    self.let_go(slot, write, dirtied);
                     let exiting = self.handles_gone && !self.any_held();
                     reply.send(Ok(Answer::Stopping(exiting)));
                 }

@@ -415,6 +415,12 @@ impl Owner {
         self.shared.slots.iter().any(|s| holders(s.state.load()) > 0)
     }
 
+    /// Let go of a client's share in `slot` for it, as its `Msg::Release`
+    /// asks (see `SlotState::let_go`).
+    pub(crate) fn let_go(&self, slot: u32, write: bool, dirtied: bool) {
+        self.shared.slots[slot as usize].state.let_go(write, dirtied);
+    }
+
     /// Nothing left to do for anyone: no handle, guard, op, waiter or I/O.
     pub(crate) fn may_exit(&self) -> bool {
         self.handles_gone

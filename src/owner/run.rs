@@ -122,7 +122,7 @@ impl Owner {
                 dirtied,
                 reply,
             } => {
-                self.shared.slots[slot as usize].state.let_go(write, dirtied);
+                self.let_go(slot, write, dirtied);
                 self.released(slot);
                 if self.handles_gone && !self.any_held() {
                     // The last guard after the last handle: flush, wait out
