@@ -297,11 +297,8 @@ impl Owner {
                 self.lists.move_to(slot, List::Dirty);
                 continue;
             }
-            let key = self.slots[slot as usize].key;
-            self.shared.index.remove(key.0, key.1, slot);
-            self.leave_device(slot);
-            self.slots[slot as usize].state = State::Free;
-            self.lists.move_to(slot, List::Free);
+            // Closed and unheld, clean, and no get queued on it.
+            self.free_slot(slot);
             bump(&self.counters.evictions);
             return Some(slot);
         }
