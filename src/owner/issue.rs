@@ -68,23 +68,14 @@ impl Owner {
             buf: Some(BlockBuf::new(&self.pool, slot)),
             grant,
         };
-        let d = self
-            .devices
-            .get_mut(&dev)
-            .expect("a resident block's device is open");
-        d.in_flight += 1;
-        d.plugged = true;
-        d.engine.submit(req);
+        self.submit(req);
     }
 
     /// fdatasync `dev` on behalf of op `op`.
     pub(crate) fn issue_fsync(&mut self, dev: DeviceId, op: usize) {
-        let d = self.devices.get_mut(&dev).expect("op devices are open");
-        d.unsynced = false;
-        d.in_flight += 1;
-        d.plugged = true;
         let tag = self.syncs.insert(SyncWait { dev, ops: vec![op] });
-        d.engine.submit(IoRequest {
+        self.devices.get_mut(&dev).expect("op devices are open").unsynced = false;
+        self.submit(IoRequest {
             tag: tag as u64,
             dev,
             kind: IoKind::Fsync,
@@ -93,6 +84,18 @@ impl Owner {
             buf: None,
             grant: None,
         });
+    }
+
+    /// Hand `req` to its device's engine, counted in flight until it
+    /// completes; started at the next unplug.
+    fn submit(&mut self, req: IoRequest) {
+        let d = self
+            .devices
+            .get_mut(&req.dev)
+            .expect("I/O is issued only on open devices");
+        d.in_flight += 1;
+        d.plugged = true;
+        d.engine.submit(req);
     }
 }
 
