@@ -33,10 +33,7 @@ impl Owner {
     /// Check a request against the device table: the device is open (and
     /// not closing), the block inside it, writes allowed.
     fn check(&self, dev: DeviceId, block: u64, mode: Mode) -> Result<(), Error> {
-        let d = match self.devices.get(&dev) {
-            Some(d) if !d.closing => d,
-            _ => return Err(Error::UnknownDevice),
-        };
+        let d = self.open_device(dev)?;
         if block >= d.blocks {
             return Err(Error::OutOfRange { dev, block });
         }

@@ -410,6 +410,15 @@ impl Owner {
         }
     }
 
+    /// `dev`'s device, if it is open and not closing: requests for any
+    /// other are `UnknownDevice`.
+    pub(crate) fn open_device(&self, dev: DeviceId) -> Result<&Device, Error> {
+        self.devices
+            .get(&dev)
+            .filter(|d| !d.closing)
+            .ok_or(Error::UnknownDevice)
+    }
+
     /// Some guard holds some block.
     pub(crate) fn any_held(&self) -> bool {
         self.shared.slots.iter().any(|s| holders(s.state.load()) > 0)

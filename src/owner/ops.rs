@@ -107,21 +107,11 @@ impl Op {
 
 impl Owner {
     pub(super) fn start_op(&mut self, kind: OpKind, reply: Option<Replier>) {
-        if let Some(dev) = kind.device() {
-            let Some(d) = self.devices.get(&dev).filter(|d| !d.closing) else {
-                if let Some(r) = reply {
-                    r.send(Err(Error::UnknownDevice));
-                }
-                return;
-            };
-            if let OpKind::Invalidate(_, Some(block)) = kind {
-                if block >= d.blocks {
-                    if let Some(r) = reply {
-                        r.send(Err(Error::OutOfRange { dev, block }));
-                    }
-                    return;
-                }
+        if let Err(e) = self.check_op(kind) {
+            if let Some(r) = reply {
+                r.send(Err(e));
             }
+            return;
         }
         if let OpKind::Close(dev) | OpKind::Abort(dev) = kind {
             if !self.close_device_slots(dev) {
@@ -198,6 +188,19 @@ impl Owner {
             }
         }
         self.advance(id);
+    }
+
+    /// Check an op against the device table: its device (if it has one)
+    /// is open and not closing, and a block to invalidate is inside it.
+    fn check_op(&self, kind: OpKind) -> Result<(), Error> {
+        let Some(dev) = kind.device() else {
+            return Ok(());
+        };
+        let d = self.open_device(dev)?;
+        match kind {
+            OpKind::Invalidate(_, Some(block)) if block >= d.blocks => Err(Error::OutOfRange { dev, block }),
+            _ => Ok(()),
+        }
     }
 
     /// How many I/Os an op over `scope` keeps in flight: twice the queue

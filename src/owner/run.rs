@@ -5,7 +5,6 @@
 
 use super::device_slots::Chain;
 use super::{dead, Device, Msg, OpKind, Owner, INLINE};
-use crate::error::Error;
 use crate::shared::reply::Answer;
 use crossbeam_channel::Sender;
 use std::collections::VecDeque;
@@ -160,11 +159,7 @@ impl Owner {
                 reply.send(Ok(Answer::Unit));
             }
             Msg::DeviceBlocks { dev, reply } => {
-                let r = match self.devices.get(&dev) {
-                    Some(d) if !d.closing => Ok(Answer::Blocks(d.blocks)),
-                    _ => Err(Error::UnknownDevice),
-                };
-                reply.send(r);
+                reply.send(self.open_device(dev).map(|d| Answer::Blocks(d.blocks)));
             }
             Msg::Op { kind, reply } => self.start_op(kind, Some(reply)),
             Msg::Stop { reply } => {
