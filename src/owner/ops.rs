@@ -406,8 +406,6 @@ impl Owner {
                 if !self.sweep_step(id) || self.ops[id].outstanding > 0 {
                     return;
                 }
-            }
-            if self.ops[id].error.is_none() {
                 for slot in self.device_slots(dev) {
                     self.drop_unheld(slot);
                 }
