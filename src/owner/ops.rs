@@ -177,9 +177,7 @@ impl Owner {
                     } else if self.is_dirty(slot) {
                         // Written back (or found held) at its turn.
                         self.ops[id].todo.push(slot);
-                    } else if self.shared.try_close(slot) {
-                        self.free_slot(slot);
-                    } else {
+                    } else if !self.drop_unheld(slot) {
                         // Never clean a block someone holds (LVM bug C);
                         // it stays as its holder left it.
                         self.ops[id].busy = true;
@@ -289,13 +287,7 @@ impl Owner {
                 }
             }
             // Written back meanwhile: invalidate still drops it.
-            State::Resident if invalidate => {
-                if self.shared.try_close(slot) {
-                    self.free_slot(slot);
-                } else {
-                    self.ops[id].busy = true;
-                }
-            }
+            State::Resident if invalidate => self.ops[id].busy |= !self.drop_unheld(slot),
             // Clean, or reused and being read: nothing to write.
             _ => {}
         }
@@ -325,7 +317,9 @@ impl Owner {
         }
         match op.kind {
             OpKind::Invalidate(..) => self.drop_if_clean(id, slot),
-            OpKind::Abort(_) => self.drop_unheld(slot),
+            OpKind::Abort(_) => {
+                self.drop_unheld(slot);
+            }
             _ => {}
         }
         self.advance(id);
@@ -463,7 +457,9 @@ impl Owner {
             }
             match s.state {
                 State::Reading => self.wait_on(id, slot),
-                _ => self.drop_unheld(slot),
+                _ => {
+                    self.drop_unheld(slot);
+                }
             }
         }
         let op = &mut self.ops[id];
@@ -529,11 +525,14 @@ impl Owner {
         }
     }
 
-    /// Drop `slot` unless a guard holds it (dirty data is discarded).
-    fn drop_unheld(&mut self, slot: u32) {
-        if self.slots[slot as usize].state == State::Resident && self.shared.try_close(slot) {
+    /// Drop `slot` unless a guard holds it (dirty data is discarded);
+    /// `false` if it was kept (held, or not resident).
+    fn drop_unheld(&mut self, slot: u32) -> bool {
+        let dropped = self.slots[slot as usize].state == State::Resident && self.shared.try_close(slot);
+        if dropped {
             self.free_slot(slot);
         }
+        dropped
     }
 
     /// Close every resident block of `dev` to clients, all or none:
