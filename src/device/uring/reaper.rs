@@ -15,7 +15,7 @@
 
 use super::{settle, Refused, RingShared, Submit, MAX_RETRIES, STOP};
 use crate::device::engine::{IoKind, IoRequest};
-use crate::device::runs::block_len;
+use crate::device::runs::whole;
 use crate::device::transfer::{ends_at_eof, short_transfer};
 use std::collections::VecDeque;
 use std::io;
@@ -111,7 +111,7 @@ impl Reaper {
                         self.done.extend(reqs.map(|r| (r, Ok(()))));
                     }
                     Outcome::Split { moved, error } => {
-                        let run = sub.inflight.remove(key).into_requests();
+                        let run = sub.inflight.remove(key).into_requests().collect();
                         self.split(&mut sub, run, moved, error, live);
                     }
                 }
@@ -137,29 +137,25 @@ impl Reaper {
     fn split(
         &mut self,
         sub: &mut Submit,
-        run: impl Iterator<Item = IoRequest>,
+        mut run: Vec<IoRequest>,
         moved: usize,
         error: Option<i32>,
         live: bool,
     ) {
-        let mut end = 0;
-        let mut again = Vec::new();
-        for req in run {
-            end += block_len(&req);
-            if end <= moved {
-                self.done.push((req, Ok(())));
-            } else if live {
-                again.push(req);
-            } else {
-                let e = match error {
-                    Some(errno) => io::Error::from_raw_os_error(errno),
-                    None => io::Error::other("ring thread stopped mid-transfer"),
-                };
-                self.done.push((req, Err(e)));
+        let rest = run.split_off(whole(&run, moved));
+        self.done.extend(run.into_iter().map(|req| (req, Ok(()))));
+        if live {
+            for req in rest.into_iter().rev() {
+                sub.backlog.push_front(req);
             }
+            return;
         }
-        for req in again.into_iter().rev() {
-            sub.backlog.push_front(req);
+        for req in rest {
+            let e = match error {
+                Some(errno) => io::Error::from_raw_os_error(errno),
+                None => io::Error::other("ring thread stopped mid-transfer"),
+            };
+            self.done.push((req, Err(e)));
         }
     }
 
