@@ -169,8 +169,7 @@ impl InFlight {
 
     /// Bytes the whole I/O moves.
     fn len(&self) -> usize {
-        let first = self.req.buffer().map_or(0, <[u8]>::len);
-        first
+        block_len(&self.req)
             + self
                 .run
                 .as_ref()
