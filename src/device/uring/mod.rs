@@ -250,9 +250,9 @@ impl RingShared {
                 }
             })
             .collect();
-        let mut rest = reqs.split_off(1);
-        let req = reqs.pop().expect("a run has two requests or more");
-        rest.shrink_to_fit();
+        // The run's own vector becomes `rest`: no second allocation.
+        let req = reqs.remove(0);
+        let rest = reqs;
         let key = sub.inflight.insert(InFlight {
             req,
             run: Some(Box::new(Run {
