@@ -29,27 +29,51 @@ fn adjacent(prev: &IoRequest, next: &IoRequest) -> bool {
         && prev.offset.checked_add(block_len(prev) as u64) == Some(next.offset)
 }
 
-/// Hand `batch`, sorted by kind and offset, to `start` as runs: each a
-/// `Vec` of adjacent requests in block order, at most [`MAX_RUN`] blocks
-/// and [`MAX_RUN_BYTES`]; a request with no neighbour is a run of one.
-/// `batch` is left empty, its allocation kept.
-pub(super) fn split_into_runs(batch: &mut Vec<IoRequest>, mut start: impl FnMut(Vec<IoRequest>)) {
+/// What [`split_into_runs`] hands out: a request with no neighbour, or a
+/// run of two or more adjacent ones in block order.
+pub(super) enum Job {
+    One(IoRequest),
+    Run(Vec<IoRequest>),
+}
+
+impl Job {
+    /// Every request, in block order.
+    pub(super) fn into_requests(self) -> impl Iterator<Item = IoRequest> {
+        let (one, run) = match self {
+            Job::One(req) => (Some(req), Vec::new()),
+            Job::Run(reqs) => (None, reqs),
+        };
+        one.into_iter().chain(run)
+    }
+}
+
+/// Hand `batch`, sorted by kind and offset, to `start` as jobs: runs of
+/// adjacent requests, at most [`MAX_RUN`] blocks and [`MAX_RUN_BYTES`],
+/// and lone requests. A lone request costs no allocation. `batch` is left
+/// empty, its allocation kept.
+pub(super) fn split_into_runs(batch: &mut Vec<IoRequest>, mut start: impl FnMut(Job)) {
     batch.sort_by_key(|r| (r.kind as u8, r.offset));
     let mut run: Vec<IoRequest> = Vec::new();
     let mut run_bytes = 0;
+    // A run of one leaves `run`'s allocation for the next; a longer run
+    // takes it along.
+    let mut hand_out = |run: &mut Vec<IoRequest>| match run.len() {
+        1 => start(Job::One(run.pop().expect("a run of one"))),
+        _ => start(Job::Run(std::mem::take(run))),
+    };
     for req in batch.drain(..) {
         let joins = run.last().is_some_and(|last| {
             adjacent(last, &req) && run.len() < MAX_RUN && run_bytes + block_len(&req) <= MAX_RUN_BYTES
         });
         if !joins && !run.is_empty() {
-            start(std::mem::take(&mut run));
+            hand_out(&mut run);
             run_bytes = 0;
         }
         run_bytes += block_len(&req);
         run.push(req);
     }
     if !run.is_empty() {
-        start(run);
+        hand_out(&mut run);
     }
 }
 
@@ -76,7 +100,8 @@ mod tests {
     fn runs_of(reqs: Vec<IoRequest>) -> Vec<(IoKind, u64, usize)> {
         let mut batch = reqs;
         let mut out = Vec::new();
-        split_into_runs(&mut batch, |run| {
+        split_into_runs(&mut batch, |job| {
+            let run: Vec<IoRequest> = job.into_requests().collect();
             for pair in run.windows(2) {
                 assert_eq!(pair[0].block + 1, pair[1].block, "a run is adjacent, in order");
             }

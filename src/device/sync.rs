@@ -5,7 +5,7 @@
 //! one batch go as one `preadv`/`pwritev` (see [`runs`](super::runs)).
 
 use super::engine::{Completer, Engine, EngineFactory, IoKind, IoRequest};
-use super::runs::{split_into_runs, whole};
+use super::runs::{split_into_runs, whole, Job};
 use super::transfer::{ends_at_eof, no_buffer, short_transfer};
 use super::DeviceFile;
 use crossbeam_channel::{Receiver, Sender};
@@ -28,21 +28,6 @@ pub(crate) struct SyncFactory {
 impl EngineFactory for SyncFactory {
     fn start(&self, device: Arc<DeviceFile>, done: Completer) -> io::Result<Box<dyn Engine>> {
         Ok(Box::new(SyncEngine::start(self.depth, device, done)?))
-    }
-}
-
-/// What a worker takes: one request, or a run of adjacent ones.
-enum Job {
-    One(IoRequest),
-    Run(Vec<IoRequest>),
-}
-
-impl Job {
-    fn into_requests(self) -> Vec<IoRequest> {
-        match self {
-            Job::One(req) => vec![req],
-            Job::Run(reqs) => reqs,
-        }
     }
 }
 
@@ -127,15 +112,9 @@ impl Engine for SyncEngine {
     fn unplug(&mut self) {
         let Some(tx) = &self.tx else { return };
         let mut batch = std::mem::take(&mut self.plugged);
-        split_into_runs(&mut batch, |mut run| {
-            let job = match run.len() {
-                1 => Job::One(run.pop().expect("one")),
-                _ => Job::Run(run),
-            };
-            // The channel is unbounded and we hold a receiver, so this
-            // cannot fail.
-            drop(tx.send(job));
-        });
+        // The channel is unbounded and we hold a receiver, so a send
+        // cannot fail.
+        split_into_runs(&mut batch, |job| drop(tx.send(job)));
         self.plugged = batch;
     }
 

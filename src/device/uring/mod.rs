@@ -28,7 +28,7 @@
 mod reaper;
 
 use super::engine::{Completer, Engine, EngineFactory, IoKind, IoRequest};
-use super::runs::{block_len, split_into_runs};
+use super::runs::{block_len, split_into_runs, Job};
 use super::transfer::no_buffer;
 use super::DeviceFile;
 use io_uring::{opcode, squeue, types, IoUring, Probe};
@@ -231,15 +231,18 @@ impl RingShared {
         self.push_io(sub, key, refused);
     }
 
-    /// Start `reqs`, adjacent blocks in order (a run), as one
-    /// vectored I/O if there is room, else queue them one by one.
-    fn start_run(&self, sub: &mut Submit, mut reqs: Vec<IoRequest>, refused: &mut Refused) {
-        if reqs.len() < 2 || sub.inflight.len() >= sub.depth {
-            for req in reqs {
-                self.start(sub, req, refused);
+    /// Start `job`: a run as one vectored I/O if there is room, else its
+    /// requests one by one (queued if need be).
+    fn start_job(&self, sub: &mut Submit, job: Job, refused: &mut Refused) {
+        let mut reqs = match job {
+            Job::Run(reqs) if sub.inflight.len() < sub.depth => reqs,
+            job => {
+                for req in job.into_requests() {
+                    self.start(sub, req, refused);
+                }
+                return;
             }
-            return;
-        }
+        };
         let iov = reqs
             .iter_mut()
             .map(|r| {
@@ -272,7 +275,7 @@ impl RingShared {
     /// Start what was submitted since the last unplug, as runs.
     fn start_plugged(&self, sub: &mut Submit, refused: &mut Refused) {
         let mut batch = std::mem::take(&mut sub.plugged);
-        split_into_runs(&mut batch, |run| self.start_run(sub, run, refused));
+        split_into_runs(&mut batch, |job| self.start_job(sub, job, refused));
         // Keep the allocation for the next batch.
         sub.plugged = batch;
     }
