@@ -67,7 +67,11 @@ impl Reaper {
                     return Ok(());
                 }
             }
-            // SAFETY: the reaper is the only user of the completion queue.
+            // SAFETY: `completion_shared` needs no other completion queue
+            // handle alive. Only the reaper takes one, there is one reaper
+            // per ring (`UringEngine::start` spawns it once), and each
+            // handle it takes is dropped before it takes the next (this one
+            // at the end of the statement).
             if unsafe { self.shared.ring.completion_shared() }.is_empty() {
                 settle(self.shared.ring.submit_and_wait(1))?;
             }
@@ -81,7 +85,9 @@ impl Reaper {
     fn reap(&mut self, live: bool) {
         let waiting = self.reaped.len();
         {
-            // SAFETY: the reaper is the only user of the completion queue.
+            // SAFETY: as in `run`: the one reaper of this ring is the only
+            // taker of a completion queue handle, and this one is dropped at
+            // the end of the block.
             let cq = unsafe { self.shared.ring.completion_shared() };
             self.reaped.extend(cq.map(|cqe| (cqe.user_data(), cqe.result())));
         }
