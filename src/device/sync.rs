@@ -81,11 +81,8 @@ impl SyncEngine {
                         }
                     }
                 });
-            match spawned {
-                Ok(handle) => engine.workers.push(handle),
-                // Dropping `engine` stops the workers already running.
-                Err(e) => return Err(e),
-            }
+            // On error, dropping `engine` stops the workers already running.
+            engine.workers.push(spawned?);
         }
         drop(ready_tx);
         // Ends early only if a worker died before it was ready (a panic);
