@@ -271,8 +271,7 @@ impl Cache {
     /// [`try_read`](Cache::try_read), which never waits, where that can
     /// happen.
     pub fn read(&self, dev: DeviceId, block: u64) -> Result<ReadGuard, Error> {
-        let taken = self.core().get(dev, block, Mode::Read, true)?;
-        Ok(ReadGuard::new(self.core(), taken, dev, block))
+        self.read_guard(dev, block, true)
     }
 
     /// An exclusive guard: reads the block on a miss, waits out readers and
@@ -292,8 +291,7 @@ impl Cache {
     /// [`try_write`](Cache::try_write), which never waits, where that can
     /// happen.
     pub fn write(&self, dev: DeviceId, block: u64) -> Result<WriteGuard, Error> {
-        let slot = self.core().get(dev, block, Mode::Write, true)?.counted();
-        Ok(WriteGuard::new(self.core(), slot, dev, block, false))
+        self.write_guard(dev, block, Mode::Write, true)
     }
 
     /// An exclusive guard on a zero-filled block, dirty; never reads the
@@ -314,8 +312,7 @@ impl Cache {
     /// thread already holds a guard on the block, or (for a block not in the
     /// cache) guards on every block of the cache.
     pub fn zeroed(&self, dev: DeviceId, block: u64) -> Result<WriteGuard, Error> {
-        let slot = self.core().get(dev, block, Mode::Zeroed, true)?.counted();
-        Ok(WriteGuard::new(self.core(), slot, dev, block, true))
+        self.write_guard(dev, block, Mode::Zeroed, true)
     }
 
     /// Like [`read`](Cache::read), but `Err(WouldBlock)` instead of waiting
@@ -329,8 +326,7 @@ impl Cache {
     /// - [`Error::OutOfRange`]: `block` is past the end of the device.
     /// - [`Error::Closed`]: the owner thread has stopped (it panicked).
     pub fn try_read(&self, dev: DeviceId, block: u64) -> Result<ReadGuard, Error> {
-        let taken = self.core().get(dev, block, Mode::Read, false)?;
-        Ok(ReadGuard::new(self.core(), taken, dev, block))
+        self.read_guard(dev, block, false)
     }
 
     /// Like [`write`](Cache::write), but `Err(WouldBlock)` instead of
@@ -342,8 +338,26 @@ impl Cache {
     /// is held by a reader), and [`Error::ReadOnly`] when the device was
     /// opened read-only.
     pub fn try_write(&self, dev: DeviceId, block: u64) -> Result<WriteGuard, Error> {
-        let slot = self.core().get(dev, block, Mode::Write, false)?.counted();
-        Ok(WriteGuard::new(self.core(), slot, dev, block, false))
+        self.write_guard(dev, block, Mode::Write, false)
+    }
+
+    /// [`read`](Cache::read) (`wait`) or [`try_read`](Cache::try_read).
+    fn read_guard(&self, dev: DeviceId, block: u64, wait: bool) -> Result<ReadGuard, Error> {
+        let taken = self.core().get(dev, block, Mode::Read, wait)?;
+        Ok(ReadGuard::new(self.core(), taken, dev, block))
+    }
+
+    /// [`write`](Cache::write), [`try_write`](Cache::try_write) or
+    /// [`zeroed`](Cache::zeroed) (`Mode::Zeroed`: the block is zero-filled).
+    fn write_guard(&self, dev: DeviceId, block: u64, mode: Mode, wait: bool) -> Result<WriteGuard, Error> {
+        let slot = self.core().get(dev, block, mode, wait)?.counted();
+        Ok(WriteGuard::new(
+            self.core(),
+            slot,
+            dev,
+            block,
+            mode == Mode::Zeroed,
+        ))
     }
 
     /// Start reading a block that is not resident. Never blocks and
