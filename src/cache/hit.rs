@@ -46,7 +46,8 @@ impl Core {
     #[inline]
     pub(super) fn take_resident(&self, dev: DeviceId, block: u64, write: bool) -> Option<Taken> {
         let slot = self.shared.lookup(dev, block)?;
-        let state = &self.shared.slots[slot as usize].state;
+        let shared_slot = &self.shared.slots[slot as usize];
+        let state = &shared_slot.state;
         // A reader tries its own record first; `entry` is the share's entry
         // if it is held visibly, `None` if it is counted in the word.
         let free = if write { None } else { self.my_free_entry() };
@@ -68,7 +69,7 @@ impl Core {
         };
         // Held (visibly through `entry`, or counted): keep it if the slot
         // still holds our block, else give it back.
-        if self.shared.slots[slot as usize].key.is(dev.0, block) {
+        if shared_slot.key.is(dev.0, block) {
             return Some(Taken {
                 slot,
                 entry: entry.map(NonNull::from),
