@@ -320,22 +320,17 @@ impl SlotState {
         }
     }
 
-    /// Owner: set `bits` in one read-modify-write (if `may(word)`), then
-    /// count every visible reader of `slot` in the word, then clear
-    /// `BIASED`. Returns the word replaced and how many readers were
-    /// counted, or `None` if `may` refused.
+    /// Owner: set `bits` in one read-modify-write, then count every
+    /// visible reader of `slot` in the word, then clear `BIASED`.
+    /// ([`try_close`](SlotState::try_close) does the two halves itself: its
+    /// mark is conditional and it decides from the count.)
     ///
     /// The bias is cleared only after the scan: a fast writer that takes
     /// the slot while we scan must still see it, and scan too (rule 3).
-    fn set_and_count(
-        &self,
-        slot: u32,
-        readers: &Readers,
-        bits: u64,
-        may: impl Fn(u64) -> bool,
-    ) -> Option<(u64, u32)> {
-        let prev = self.mark(bits, may)?;
-        Some((prev, self.count_visible(slot, readers, prev)))
+    fn set_and_count(&self, slot: u32, readers: &Readers, bits: u64) {
+        if let Some(prev) = self.mark(bits, |_| true) {
+            self.count_visible(slot, readers, prev);
+        }
     }
 
     /// The first half of [`set_and_count`](SlotState::set_and_count): the
@@ -422,17 +417,17 @@ impl SlotState {
     /// Owner: close the slot to clients whether or not it is held (gets
     /// are queued on it), and ask to hear when its holders are gone.
     pub(crate) fn close_and_wake(&self, slot: u32, readers: &Readers) {
-        self.set_and_count(slot, readers, CLOSED | WAKE, |_| true);
+        self.set_and_count(slot, readers, CLOSED | WAKE);
     }
 
     /// Owner: ask to hear when the holders are gone (the slot stays open).
     pub(crate) fn wake_on_release(&self, slot: u32, readers: &Readers) {
-        self.set_and_count(slot, readers, WAKE, |_| true);
+        self.set_and_count(slot, readers, WAKE);
     }
 
     /// Owner: close the slot to clients (holders keep it).
     pub(crate) fn close(&self, slot: u32, readers: &Readers) {
-        self.set_and_count(slot, readers, CLOSED, |_| true);
+        self.set_and_count(slot, readers, CLOSED);
     }
 
     /// Owner: let clients take the slot themselves again; `clear_wake`
