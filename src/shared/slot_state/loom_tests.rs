@@ -12,11 +12,21 @@ fn no_readers() -> Readers {
 }
 
 /// A client releases as a client does: quietly, or through the owner
-/// (modelled by doing the owner's part in place).
-fn client_release(s: &SlotState, write: bool, dirtied: bool) {
-    if !s.try_release_quietly(write, dirtied) {
+/// (modelled by doing the owner's part in place). Whether it asked the
+/// owner.
+fn client_release(s: &SlotState, write: bool, dirtied: bool) -> bool {
+    let asked = !s.try_release_quietly(write, dirtied);
+    if asked {
         s.let_go(write, dirtied);
     }
+    asked
+}
+
+/// A slot open to clients, free, unbiased.
+fn open_slot() -> Arc<SlotState> {
+    let s = Arc::new(SlotState::new());
+    s.open(true);
+    s
 }
 
 /// A client acquiring block A races the owner evicting A and reusing
@@ -26,10 +36,9 @@ fn client_release(s: &SlotState, write: bool, dirtied: bool) {
 #[test]
 fn acquire_races_evict_and_reassign() {
     loom::model(|| {
-        let state = Arc::new(SlotState::new());
         let key = Arc::new(SlotKey::new());
         key.set(1, 10); // block A
-        state.open(true);
+        let state = open_slot();
 
         let (s, k) = (Arc::clone(&state), Arc::clone(&key));
         let client = thread::spawn(move || {
@@ -64,8 +73,7 @@ fn acquire_races_evict_and_reassign() {
 #[test]
 fn exclusive_against_writer_and_owner() {
     loom::model(|| {
-        let state = Arc::new(SlotState::new());
-        state.open(true);
+        let state = open_slot();
         let s = Arc::clone(&state);
         let writer = thread::spawn(move || {
             if s.try_acquire(true) {
@@ -92,23 +100,13 @@ fn exclusive_against_writer_and_owner() {
 #[test]
 fn exactly_the_last_holder_of_a_woken_slot_asks_the_owner() {
     loom::model(|| {
-        let state = Arc::new(SlotState::new());
-        state.open(true);
+        let state = open_slot();
         assert!(state.try_acquire(false));
         assert!(state.try_acquire(false));
         state.close_and_wake(0, &no_readers());
         let s = Arc::clone(&state);
-        let other = thread::spawn(move || {
-            let quiet = s.try_release_quietly(false, false);
-            if !quiet {
-                s.let_go(false, false);
-            }
-            !quiet
-        });
-        let mine = !state.try_release_quietly(false, false);
-        if mine {
-            state.let_go(false, false);
-        }
+        let other = thread::spawn(move || client_release(&s, false, false));
+        let mine = client_release(&state, false, false);
         let theirs = other.join().unwrap();
         assert!(mine ^ theirs, "exactly one release asks the owner");
         assert_eq!(holders(state.load()), 0);
@@ -121,8 +119,7 @@ fn exactly_the_last_holder_of_a_woken_slot_asks_the_owner() {
 #[test]
 fn arming_wake_races_a_quiet_release() {
     loom::model(|| {
-        let state = Arc::new(SlotState::new());
-        state.open(true);
+        let state = open_slot();
         assert!(state.try_acquire(false));
         let s = Arc::clone(&state);
         let holder = thread::spawn(move || !s.try_release_quietly(false, false));
@@ -145,8 +142,7 @@ fn one_record() -> Arc<Readers> {
 
 /// A biased, referenced, open slot: visible readers may take it.
 fn biased_slot() -> Arc<SlotState> {
-    let s = Arc::new(SlotState::new());
-    s.open(true);
+    let s = open_slot();
     assert!(s.try_acquire(false)); // sets REFERENCED | BIASED
     assert!(s.try_release_quietly(false, false));
     s
@@ -241,11 +237,7 @@ fn arming_wake_counts_a_visible_reader_or_sees_it_gone() {
             if r.record(0).entries[0].release(0) {
                 false
             } else {
-                let asked = !s.try_release_quietly(false, false);
-                if asked {
-                    s.let_go(false, false);
-                }
-                asked
+                client_release(&s, false, false)
             }
         });
         state.wake_on_release(0, &readers);
@@ -366,7 +358,9 @@ fn read_then_reuse(r: &Readers, u: &SlotState, s: &SlotState, b: &Block, let_go:
 fn visible_release_of(s: &SlotState, e: &Entry, slot: u32, held: &Visible) {
     match held {
         Visible::Held if e.release(slot) => {}
-        Visible::Held | Visible::Counted | Visible::CountedBesideWriter => client_release(s, false, false),
+        Visible::Held | Visible::Counted | Visible::CountedBesideWriter => {
+            client_release(s, false, false);
+        }
         Visible::Refused => {}
     }
 }
