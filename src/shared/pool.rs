@@ -29,9 +29,12 @@ pub(crate) struct Pool {
     capacity: usize,
 }
 
-// SAFETY: Pool is a plain mapping; it has no thread affinity. Access to
-// the bytes is coordinated by the owner thread's slot states (see
-// owner/mod.rs), which is what makes sharing the pointer across threads sound.
+// SAFETY: Pool is a mapping and its sizes, with no thread affinity, and
+// it never touches the bytes itself. Who may touch a block, from whichever
+// thread, is decided by the slot's word (`src/shared/slot_state.rs`: the
+// clients' CASes and the owner's closes uphold it; `src/guard.rs` gives the
+// argument) and, during an I/O, by the one `BlockBuf` the owner makes for
+// the slot (below). That is what makes sharing the pointer sound.
 unsafe impl Send for Pool {}
 // SAFETY: as above; &Pool only yields raw pointers.
 unsafe impl Sync for Pool {}
