@@ -59,6 +59,13 @@ fn hash(dev: DeviceId, block: u64) -> u64 {
     h ^ (h >> 33)
 }
 
+/// The key's tag: the hash's high half, kept in its entry and where its
+/// probe starts ([`Index::home`]).
+#[inline]
+fn tag(dev: DeviceId, block: u64) -> u32 {
+    (hash(dev, block) >> 32) as u32
+}
+
 /// An entry: the tag in the high half, slot + 1 in the low half (so that
 /// no entry is `EMPTY`).
 #[inline]
@@ -100,7 +107,7 @@ impl Index {
     /// docs).
     #[inline]
     pub(crate) fn get(&self, dev: DeviceId, block: u64, holds: impl Fn(u32) -> bool) -> Option<u32> {
-        let tag = (hash(dev, block) >> 32) as u32;
+        let tag = tag(dev, block);
         let mut at = self.home(tag);
         // Bounded only against a table corrupted by a bug: a half-empty
         // table always ends a probe at an empty place.
@@ -123,7 +130,7 @@ impl Index {
     /// Owner only: record that `slot` now holds `(dev, block)`, which is
     /// not in the table.
     pub(crate) fn insert(&self, dev: DeviceId, block: u64, slot: u32) {
-        let tag = (hash(dev, block) >> 32) as u32;
+        let tag = tag(dev, block);
         let mut at = self.home(tag);
         while self.places[at].load(Relaxed) != EMPTY {
             debug_assert_ne!(self.places[at].load(Relaxed), entry(tag, slot), "inserted twice");
@@ -134,7 +141,7 @@ impl Index {
 
     /// Owner only: forget that `slot` holds `(dev, block)`.
     pub(crate) fn remove(&self, dev: DeviceId, block: u64, slot: u32) {
-        let wanted = entry((hash(dev, block) >> 32) as u32, slot);
+        let wanted = entry(tag(dev, block), slot);
         let mut hole = self.home(tag_of(wanted));
         loop {
             match self.places[hole].load(Relaxed) {
