@@ -27,6 +27,15 @@ pub(crate) struct TooLarge {
 }
 
 impl TooLarge {
+    /// A table of `len` entries of `T`, named `what`.
+    fn of<T>(what: &'static str, len: usize) -> TooLarge {
+        TooLarge {
+            what,
+            len,
+            each: size_of::<T>(),
+        }
+    }
+
     /// The error `Cache::new` returns for a cache of `capacity` blocks:
     /// out of memory, or (a size past `isize::MAX`) a config that cannot
     /// work.
@@ -59,11 +68,8 @@ pub(crate) fn filled<T>(
     make: impl FnMut(usize) -> T,
 ) -> Result<Vec<T>, TooLarge> {
     let mut v = Vec::new();
-    v.try_reserve_exact(len).map_err(|_| TooLarge {
-        what,
-        len,
-        each: size_of::<T>(),
-    })?;
+    v.try_reserve_exact(len)
+        .map_err(|_| TooLarge::of::<T>(what, len))?;
     // Within the capacity just reserved: extending does not allocate.
     v.extend((0..len).map(make));
     debug_assert_eq!(v.capacity(), len);
@@ -191,11 +197,7 @@ impl<T: Zeroed> ZeroedTable<T> {
     /// asked for when `huge`. `what` names the table in the error.
     pub(crate) fn new(what: &'static str, len: usize, huge: bool) -> Result<Self, TooLarge> {
         const { assert!(align_of::<T>() <= 4096, "mmap aligns to pages only") };
-        let too_large = || TooLarge {
-            what,
-            len,
-            each: size_of::<T>(),
-        };
+        let too_large = || TooLarge::of::<T>(what, len);
         let bytes = len.checked_mul(size_of::<T>()).ok_or_else(too_large)?;
         if bytes > isize::MAX as usize {
             return Err(too_large());
