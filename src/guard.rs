@@ -154,10 +154,12 @@ pub struct WriteGuard {
     block: u64,
 }
 
-// SAFETY: a guard is a share counted in its slot's atomic word, not tied
-// to the thread that took it; its Drop is an atomic release (and maybe a
-// message). The bytes it points at are not shared mutably with anyone
-// while it lives (module docs).
+// SAFETY: a guard is a share counted in its slot's atomic word or (a read
+// guard) named in an entry of the taking thread's reader record, neither
+// tied to that thread: any thread may release either (`Entry::release`
+// empties the entry from wherever the guard is dropped), with an atomic
+// operation (and maybe a message). The bytes it points at are not shared
+// mutably with anyone while it lives (module docs).
 unsafe impl Send for ReadGuard {}
 // SAFETY: &ReadGuard only gives &[u8]; shared reads are what it grants.
 unsafe impl Sync for ReadGuard {}
