@@ -139,6 +139,7 @@ impl Config {
     /// let cfg = Config::new(4096, 1024).readahead(64); // up to 256 KiB ahead
     /// assert_eq!(cfg.readahead_blocks(), 64);
     /// ```
+    #[must_use]
     pub fn readahead(mut self, max_blocks: u32) -> Config {
         self.readahead = max_blocks;
         self
@@ -163,6 +164,7 @@ impl Config {
     /// assert_eq!(cache.capacity(), 1 << 16);
     /// # Ok(()) }
     /// ```
+    #[must_use]
     pub fn huge_pages(mut self, on: bool) -> Config {
         self.huge_pages = on;
         self
