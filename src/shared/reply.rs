@@ -30,6 +30,11 @@ impl Replier {
     }
 
     pub(crate) fn send(mut self, r: Response) {
+        self.answer(r);
+    }
+
+    /// Send `r` unless an answer has gone already: the one answer.
+    fn answer(&mut self, r: Response) {
         if let Some(tx) = self.0.take() {
             // The client waits for exactly this one reply in a channel with
             // room for one: try_send cannot find it full (rule 1 of `owner`:
@@ -41,8 +46,6 @@ impl Replier {
 
 impl Drop for Replier {
     fn drop(&mut self) {
-        if let Some(tx) = self.0.take() {
-            let _ = tx.try_send(Err(Error::Closed));
-        }
+        self.answer(Err(Error::Closed));
     }
 }
