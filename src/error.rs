@@ -123,7 +123,8 @@ impl From<io::Error> for Error {
 }
 
 /// What failed (the message) and the error under it (the `source()`): the
-/// payload of an `io::Error` that adds context to an OS error without
+/// payload of an `io::Error` that adds context to an OS error (the path an
+/// open failed on, the size of a pool that could not be mapped) without
 /// repeating it.
 #[derive(Debug)]
 pub(crate) struct Context {

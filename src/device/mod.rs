@@ -173,35 +173,8 @@ impl DeviceFile {
 /// repeat the source's, so a report walking the chain says each once:
 /// "cannot open /x: No such file or directory (os error 2)".
 pub(crate) fn with_path(e: io::Error, what: &'static str, path: &Path) -> io::Error {
-    io::Error::new(
-        e.kind(),
-        PathError {
-            what,
-            path: path.to_path_buf(),
-            source: e,
-        },
-    )
-}
-
-/// An OS error on a path: says what failed on which path, keeps the OS
-/// error as its source.
-#[derive(Debug)]
-struct PathError {
-    what: &'static str,
-    path: std::path::PathBuf,
-    source: io::Error,
-}
-
-impl std::fmt::Display for PathError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.what, self.path.display())
-    }
-}
-
-impl std::error::Error for PathError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
-    }
+    let message = format!("{what} {}", path.display());
+    io::Error::new(e.kind(), crate::error::Context { message, source: e })
 }
 
 fn ioctl_u64(file: &File, request: libc::Ioctl) -> io::Result<u64> {
